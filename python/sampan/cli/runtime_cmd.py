@@ -274,7 +274,10 @@ def _parse_user(user: str) -> "tuple[int, Optional[int]]":
         _fail(f"--user {user!r}: expected UID[:GID] as numbers")
 
 
-@runtime.command(name="exec", context_settings={"ignore_unknown_options": True})
+@runtime.command(
+    name="exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
 @click.option("-p", "--process", "process_file", help="process.json to run")
 @click.option("-t", "--tty", is_flag=True, help="allocate a pseudo-terminal")
 @click.option("--console-socket", help="unix socket that receives the pty master")
