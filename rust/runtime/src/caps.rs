@@ -172,7 +172,15 @@ pub fn apply_sets(s: &CapSets) -> i32 {
     if r < 0 {
         return crate::error::errno();
     }
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     for n in 0..=s.last {
         if s.ambient & (1 << n) != 0 {
             // Ambient raise fails unless the cap is permitted and inheritable; runc ignores

@@ -99,7 +99,8 @@ pub unsafe fn clone_child(
 /// returns the pidfd through parent_tid.
 unsafe fn clone_fallback(ns_flags: c_int) -> Result<Option<Cloned>, c_int> {
     let mut pidfd: c_int = -1;
-    let flags = ns_flags as libc::c_ulong | CLONE_PIDFD as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let flags =
+        ns_flags as libc::c_ulong | CLONE_PIDFD as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     let mut r = libc::syscall(
         libc::SYS_clone,
         flags,

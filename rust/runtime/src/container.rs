@@ -6,7 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use libc::c_int;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Process, Spec,
+};
 
 use crate::cgroups::Cgroup;
 use crate::clone::clone_child;
@@ -328,6 +330,21 @@ fn translate(m: &Msg, plan: &Plan) -> Error {
                 .unwrap_or_default();
             Error::sys(format!("exec {arg0}"), None, e)
         }
+        Step::StartHook => {
+            let path = plan
+                .start_hooks
+                .get(i)
+                .map(|h| h.path.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let mut err = Error::invalid(
+                format!("startContainer hook #{i}"),
+                format!("{path} failed"),
+            );
+            if e != 0 {
+                err.errno = Some(e);
+            }
+            err
+        }
         Step::Chdir => Error::sys(
             "chdir to process.cwd",
             Some(Path::new(&*plan.process.cwd.to_string_lossy())),
@@ -362,6 +379,47 @@ fn rlimit_name(r: c_int) -> &'static str {
         "RLIMIT_RTTIME",
     ];
     NAMES.get(r as usize).copied().unwrap_or("RLIMIT")
+}
+
+fn device_rule(t: LinuxDeviceType, major: Option<i64>, minor: Option<i64>) -> LinuxDeviceCgroup {
+    let mut r = LinuxDeviceCgroup::default();
+    r.set_allow(true);
+    r.set_typ(Some(t));
+    r.set_major(major);
+    r.set_minor(minor);
+    r.set_access(Some("rwm".into()));
+    r
+}
+
+/// The spec's device rules followed by what every container needs, as runc appends them:
+/// the default device nodes, the ptys, /dev/console, tun, mknod of anything (a node cannot be
+/// opened unless another rule allows it), and every device the spec creates.
+fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources {
+    use LinuxDeviceType::{B, C};
+    let mut res = linux.resources().clone().unwrap_or_default();
+    let mut rules = res.devices().clone().unwrap_or_default();
+    let mut mknod_c = device_rule(C, None, None);
+    mknod_c.set_access(Some("m".into()));
+    let mut mknod_b = device_rule(B, None, None);
+    mknod_b.set_access(Some("m".into()));
+    rules.push(mknod_c);
+    rules.push(mknod_b);
+    for d in plan::DEFAULT_DEVICES.iter() {
+        rules.push(device_rule(C, Some(d.major as i64), Some(d.minor as i64)));
+    }
+    rules.push(device_rule(C, Some(5), Some(1))); // /dev/console
+    rules.push(device_rule(C, Some(136), None)); // /dev/pts/*
+    rules.push(device_rule(C, Some(5), Some(2))); // /dev/ptmx
+    rules.push(device_rule(C, Some(10), Some(200))); // /dev/net/tun
+    for d in linux.devices().iter().flatten() {
+        let t = match d.typ() {
+            LinuxDeviceType::B => B,
+            _ => C,
+        };
+        rules.push(device_rule(t, Some(d.major()), Some(d.minor())));
+    }
+    res.set_devices(Some(rules));
+    res
 }
 
 /// The cgroup path the container uses: the spec's, or /sampan/<id> when it names none, so that
@@ -495,7 +553,8 @@ impl Container {
         let linux = spec.linux().clone().unwrap_or_default();
         let cg_path = cgroups_path(&spec, &opts.id);
         let cgroup = Cgroup::open(Some(&cg_path), &opts.id)?;
-        cgroup.create(linux.resources().as_ref())?;
+        let resources = with_default_device_rules(&linux);
+        cgroup.create(Some(&resources))?;
         let cgroup_paths = cgroup.paths();
         cleanup.cgroup = Some(Cgroup::open(Some(&cg_path), &opts.id)?);
 
@@ -529,7 +588,10 @@ impl Container {
         let hooks = spec.hooks().clone().unwrap_or_default();
         #[allow(deprecated)]
         let before_pivot = hooks.prestart().as_ref().is_some_and(|h| !h.is_empty())
-            || hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty())
+            || hooks
+                .create_runtime()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty())
             || hooks
                 .create_container()
                 .as_ref()
@@ -558,11 +620,18 @@ impl Container {
             pre_pivot: pre,
             post_pivot: post,
             op_names,
-            readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
             hostname: hostname.map(|h| plan::cstr(h, "hostname")).transpose()?,
-            domainname: domainname.map(|h| plan::cstr(h, "domainname")).transpose()?,
+            domainname: domainname
+                .map(|h| plan::cstr(h, "domainname"))
+                .transpose()?,
             process: pplan,
             has_hooks_before_pivot: before_pivot,
+            start_hooks: plan::hook_plans(hooks.start_container().as_ref())?,
         };
 
         let console = match (&opts.console_socket, plan.process.terminal) {
@@ -618,8 +687,16 @@ impl Container {
         cleanup.pid = child.pid;
 
         if new_user {
-            write_id_map(child.pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or(&[]))?;
-            write_id_map(child.pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or(&[]))?;
+            write_id_map(
+                child.pid,
+                "uid_map",
+                linux.uid_mappings().as_deref().unwrap_or(&[]),
+            )?;
+            write_id_map(
+                child.pid,
+                "gid_map",
+                linux.gid_mappings().as_deref().unwrap_or(&[]),
+            )?;
         }
         if into_cgroup == 0 {
             cgroup.add_task(child.pid)?;
@@ -644,6 +721,26 @@ impl Container {
             cgroup_paths,
             cgroups_path: Some(cg_path),
         };
+        if !plan.start_hooks.is_empty() {
+            let json = state_json(&st, Status::Created);
+            if json.len() > sync::HOOK_STATE_MAX {
+                return Err(Error::invalid(
+                    "startContainer hooks",
+                    "state JSON too large",
+                ));
+            }
+            let r = unsafe {
+                libc::send(
+                    child.sync,
+                    json.as_ptr() as *const libc::c_void,
+                    json.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if r < 0 {
+                return Err(Error::last("send state to container init", None));
+            }
+        }
         loop {
             match sync::recv(child.sync) {
                 Ok(Some(m)) if m.kind == sync::HOOKS => {
@@ -823,7 +920,10 @@ impl Container {
             unsafe { libc::kill(self.state.pid, sig) as libc::c_long }
         };
         if r < 0 {
-            return Err(Error::last(format!("kill pid {} with signal {sig}", self.state.pid), None));
+            return Err(Error::last(
+                format!("kill pid {} with signal {sig}", self.state.pid),
+                None,
+            ));
         }
         Ok(())
     }
@@ -833,7 +933,11 @@ impl Container {
             Status::Running => self.cgroup()?.freeze(),
             s => Err(Error::invalid(
                 "pause",
-                format!("container {:?} is {}, not running", self.state.id, s.as_str()),
+                format!(
+                    "container {:?} is {}, not running",
+                    self.state.id,
+                    s.as_str()
+                ),
             )),
         }
     }
@@ -843,7 +947,11 @@ impl Container {
             Status::Paused => self.cgroup()?.thaw(),
             s => Err(Error::invalid(
                 "resume",
-                format!("container {:?} is {}, not paused", self.state.id, s.as_str()),
+                format!(
+                    "container {:?} is {}, not paused",
+                    self.state.id,
+                    s.as_str()
+                ),
             )),
         }
     }
@@ -855,8 +963,8 @@ impl Container {
     pub fn stats(&self) -> Result<serde_json::Value> {
         let cg = self.cgroup()?;
         let stats = cg.stats()?;
-        let mut v = serde_json::to_value(&stats)
-            .map_err(|e| Error::invalid("stats", e.to_string()))?;
+        let mut v =
+            serde_json::to_value(&stats).map_err(|e| Error::invalid("stats", e.to_string()))?;
         v["oom_kills"] = serde_json::json!(cg.oom_kills().unwrap_or(0));
         Ok(v)
     }
@@ -983,6 +1091,7 @@ impl Container {
                 domainname: None,
                 process: pplan,
                 has_hooks_before_pivot: false,
+                start_hooks: Vec::new(),
             };
             let cgroup = self.cgroup()?;
             let spawned = spawn(

@@ -239,7 +239,9 @@ fn run_op(root: c_int, op: &Op) -> Result<(), c_int> {
             unsafe { libc::unlinkat(pfd, n.as_ptr(), 0) };
             let mut r = unsafe { libc::mknodat(pfd, n.as_ptr(), *mode, *dev) };
             if r == 0 {
-                r = unsafe { libc::fchownat(pfd, n.as_ptr(), *uid, *gid, libc::AT_SYMLINK_NOFOLLOW) };
+                r = unsafe {
+                    libc::fchownat(pfd, n.as_ptr(), *uid, *gid, libc::AT_SYMLINK_NOFOLLOW)
+                };
             }
             let e = errno();
             close(pfd);
@@ -383,7 +385,12 @@ fn pivot_root(p: &Plan, fds: &ChildFds) {
                 std::ptr::null(),
             );
             check(fds, Step::PivotRoot, 1, r);
-            check(fds, Step::PivotRoot, 2, libc::umount2(c".".as_ptr(), libc::MNT_DETACH));
+            check(
+                fds,
+                Step::PivotRoot,
+                2,
+                libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+            );
         } else {
             let e = errno();
             // pivot_root cannot leave an initramfs: move the rootfs over / and chroot.
@@ -424,7 +431,12 @@ fn setup_console(p: &ProcessPlan, fds: &ChildFds, mount_console: bool) {
             libc::ioctl(master, TIOCSPTLCK as _, &unlock),
         );
         let mut n: u32 = 0;
-        check(fds, Step::Console, 2, libc::ioctl(master, TIOCGPTN as _, &mut n));
+        check(
+            fds,
+            Step::Console,
+            2,
+            libc::ioctl(master, TIOCGPTN as _, &mut n),
+        );
         let mut slave_path = PathBuf::new();
         slave_path.push(b"/dev/pts/");
         slave_path.push_num(n as u64);
@@ -462,7 +474,12 @@ fn setup_console(p: &ProcessPlan, fds: &ChildFds, mount_console: bool) {
         }
         close(master);
         close(fds.console);
-        check(fds, Step::Console, 6, libc::ioctl(slave, libc::TIOCSCTTY as _, 0));
+        check(
+            fds,
+            Step::Console,
+            6,
+            libc::ioctl(slave, libc::TIOCSCTTY as _, 0),
+        );
         for i in 0..3 {
             check(fds, Step::Console, 7, libc::dup2(slave, i));
         }
@@ -650,10 +667,29 @@ pub unsafe fn container_init(p: &Plan, fds: &ChildFds) -> ! {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     libc::umask(0);
     wait_go(fds);
+    let mut hook_state = [0u8; sync::HOOK_STATE_MAX];
+    let mut hook_state_len = 0;
+    if !p.start_hooks.is_empty() {
+        let r = libc::recv(
+            fds.sync,
+            hook_state.as_mut_ptr() as *mut c_void,
+            hook_state.len(),
+            0,
+        );
+        if r < 0 {
+            fail(fds, Step::WaitParent, 1, errno());
+        }
+        hook_state_len = r as usize;
+    }
     enter_namespaces(p, fds);
     check(fds, Step::Setsid, 0, libc::setsid());
     if let Some(h) = &p.hostname {
-        check(fds, Step::Hostname, 0, libc::sethostname(h.as_ptr(), h.as_bytes().len()));
+        check(
+            fds,
+            Step::Hostname,
+            0,
+            libc::sethostname(h.as_ptr(), h.as_bytes().len()),
+        );
     }
     if let Some(d) = &p.domainname {
         check(
@@ -684,10 +720,55 @@ pub unsafe fn container_init(p: &Plan, fds: &ChildFds) -> ! {
         if r < 0 && errno() == libc::EINTR {
             continue;
         }
-        fail(fds, Step::WaitStart, 0, if r < 0 { errno() } else { libc::EPIPE });
+        fail(
+            fds,
+            Step::WaitStart,
+            0,
+            if r < 0 { errno() } else { libc::EPIPE },
+        );
     }
     close(fds.fifo);
+    run_start_hooks(p, fds, &hook_state[..hook_state_len]);
     exec(&p.process, fds)
+}
+
+/// startContainer hooks: fork, feed the state on stdin, exec the hook, wait; any failure
+/// stops the container before its process runs.
+unsafe fn run_start_hooks(p: &Plan, fds: &ChildFds, state: &[u8]) {
+    for (i, h) in p.start_hooks.iter().enumerate() {
+        let mut pipe = [0 as c_int; 2];
+        check(
+            fds,
+            Step::StartHook,
+            i,
+            libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC),
+        );
+        // The state is small enough for the pipe buffer, so writing cannot block.
+        let _ = sys::write_all(pipe[1], state);
+        close(pipe[1]);
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::dup2(pipe[0], 0);
+            libc::execve(h.path.as_ptr(), h.argv.as_ptr(), h.envp.as_ptr());
+            libc::_exit(127);
+        }
+        close(pipe[0]);
+        if pid < 0 {
+            fail(fds, Step::StartHook, i, errno());
+        }
+        let mut st: c_int = 0;
+        while libc::waitpid(pid as libc::pid_t, &mut st, 0) < 0 && errno() == libc::EINTR {}
+        if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+            fail(fds, Step::StartHook, i, 0);
+        }
+    }
 }
 
 /// A process exec'd into a running container: join its namespaces, set up stdio, exec.

@@ -89,7 +89,9 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
             // does copy-up itself, so accepting it as a no-op keeps runc bundles working.
             "tmpcopyup" => {}
             "idmap" | "ridmap" => {
-                return Err(format!("mount option {opt:?} (idmapped mounts) is not supported"))
+                return Err(format!(
+                    "mount option {opt:?} (idmapped mounts) is not supported"
+                ))
             }
             "rrw" | "rsuid" | "rdev" | "rexec" | "rrelatime" | "ratime" | "rdiratime" => {
                 // Clearing recursive attributes: nothing was set by us, so nothing to do.

@@ -77,7 +77,13 @@ pub fn mount(o: &Overlay) -> Result<()> {
     if o.lower.is_empty() {
         return Err(Error::invalid("overlay", "no lower layers"));
     }
-    for p in o.lower.iter().map(|p| p.as_path()).chain(o.upper).chain(o.work) {
+    for p in o
+        .lower
+        .iter()
+        .map(|p| p.as_path())
+        .chain(o.upper)
+        .chain(o.work)
+    {
         check_path(p)?;
     }
     let s = |p: &Path| p.to_string_lossy().to_string();
@@ -110,7 +116,11 @@ fn fsconfig(fd: i32, key: &str, value: Option<&str>) -> Result<()> {
         Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
         None => (FSCONFIG_CMD_CREATE, std::ptr::null()),
     };
-    let kp = if value.is_some() { k.as_ptr() } else { std::ptr::null() };
+    let kp = if value.is_some() {
+        k.as_ptr()
+    } else {
+        std::ptr::null()
+    };
     let r = unsafe { libc::syscall(SYS_FSCONFIG, fd, cmd, kp, vp, 0) };
     if r < 0 {
         return Err(Error::last(format!("fsconfig overlay {key}"), None));

@@ -139,6 +139,48 @@ pub struct ProcessPlan {
     pub console_size: Option<(u16, u16)>,
 }
 
+/// A startContainer hook, run by the container's init after `start` and before the exec.
+pub struct HookPlan {
+    pub path: CString,
+    pub args: Vec<CString>,
+    pub argv: Vec<*const c_char>,
+    pub env: Vec<CString>,
+    pub envp: Vec<*const c_char>,
+}
+
+unsafe impl Send for HookPlan {}
+unsafe impl Sync for HookPlan {}
+
+pub fn hook_plans(hooks: Option<&Vec<oci_spec::runtime::Hook>>) -> Result<Vec<HookPlan>> {
+    let mut out = Vec::new();
+    for h in hooks.into_iter().flatten() {
+        let path = cpath(h.path())?;
+        let mut args: Vec<CString> = h
+            .args()
+            .iter()
+            .flatten()
+            .map(|a| cstr(a, "hook argument"))
+            .collect::<Result<_>>()?;
+        if args.is_empty() {
+            args.push(path.clone());
+        }
+        let env: Vec<CString> = h
+            .env()
+            .iter()
+            .flatten()
+            .map(|a| cstr(a, "hook environment"))
+            .collect::<Result<_>>()?;
+        out.push(HookPlan {
+            path,
+            argv: null_terminated(&args),
+            args,
+            envp: null_terminated(&env),
+            env,
+        });
+    }
+    Ok(out)
+}
+
 /// Everything the container's init does between clone and execve.
 pub struct Plan {
     pub rootfs: CString,
@@ -156,6 +198,7 @@ pub struct Plan {
     pub domainname: Option<CString>,
     pub process: ProcessPlan,
     pub has_hooks_before_pivot: bool,
+    pub start_hooks: Vec<HookPlan>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> c_int {
@@ -316,7 +359,12 @@ pub struct MountCtx<'a> {
     pub cgroup_dirs: Vec<(String, PathBuf)>,
 }
 
-fn build_cgroup_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx, o: &mountopts::MountOptions) -> Result<()> {
+fn build_cgroup_mount(
+    b: &mut OpsBuilder,
+    m: &Mount,
+    ctx: &MountCtx,
+    o: &mountopts::MountOptions,
+) -> Result<()> {
     let dest = clean_rel(m.destination());
     // runc's layout: a writable tmpfs, each hierarchy mounted with the spec's flags (ro).
     let flags = o.flags;
@@ -342,7 +390,11 @@ fn build_cgroup_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx, o: &mountop
                 .map(|(_, p)| p.clone())
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
             b.push(
-                format!("bind cgroup {} on {}", src.display(), m.destination().display()),
+                format!(
+                    "bind cgroup {} on {}",
+                    src.display(),
+                    m.destination().display()
+                ),
                 Op::Mount {
                     source: Some(cpath(&src)?),
                     target,
@@ -384,25 +436,7 @@ fn build_cgroup_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx, o: &mountop
             .iter()
             .find(|(c, _)| h.subsystems.split(',').any(|s| s == c) || *c == h.dir)
             .map(|(_, p)| p.clone());
-        if ctx.cgroup_ns || host_dir.is_none() {
-            let data = if h.subsystems.split(',').all(|s| s.starts_with("name=")) {
-                format!("none,{}", h.subsystems)
-            } else {
-                h.subsystems.clone()
-            };
-            b.push(
-                format!("mount cgroup {} on {}", h.subsystems, sub.display()),
-                Op::Mount {
-                    source: Some(cstr("cgroup", "")?),
-                    target: Target::InRoot(cpath(&sub)?),
-                    fstype: Some(cstr("cgroup", "")?),
-                    flags,
-                    data: Some(cstr(data, "cgroup options")?),
-                    create: Create::Dir,
-                },
-            );
-        } else {
-            let src = host_dir.unwrap();
+        if let (false, Some(src)) = (ctx.cgroup_ns, host_dir) {
             b.push(
                 format!("bind cgroup {} on {}", src.display(), sub.display()),
                 Op::Mount {
@@ -419,6 +453,23 @@ fn build_cgroup_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx, o: &mountop
                 Op::Remount {
                     target: Target::InRoot(cpath(&sub)?),
                     flags: o.flags,
+                },
+            );
+        } else {
+            let data = if h.subsystems.split(',').all(|s| s.starts_with("name=")) {
+                format!("none,{}", h.subsystems)
+            } else {
+                h.subsystems.clone()
+            };
+            b.push(
+                format!("mount cgroup {} on {}", h.subsystems, sub.display()),
+                Op::Mount {
+                    source: Some(cstr("cgroup", "")?),
+                    target: Target::InRoot(cpath(&sub)?),
+                    fstype: Some(cstr("cgroup", "")?),
+                    flags,
+                    data: Some(cstr(data, "cgroup options")?),
+                    create: Create::Dir,
                 },
             );
         }
@@ -469,16 +520,17 @@ fn build_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx) -> Result<()> {
         return build_cgroup_mount(b, m, ctx, &o);
     }
     if o.bind || typ == "bind" {
-        let src = m.source().clone().ok_or_else(|| {
-            Error::invalid("config", format!("bind mount {shown} has no source"))
-        })?;
+        let src = m
+            .source()
+            .clone()
+            .ok_or_else(|| Error::invalid("config", format!("bind mount {shown} has no source")))?;
         let src = if src.is_absolute() {
             src
         } else {
             ctx.bundle.join(src)
         };
-        let meta = std::fs::metadata(&src)
-            .map_err(|e| Error::io("bind mount source", Some(&src), &e))?;
+        let meta =
+            std::fs::metadata(&src).map_err(|e| Error::io("bind mount source", Some(&src), &e))?;
         let mut flags = libc::MS_BIND;
         if o.recursive_bind {
             flags |= libc::MS_REC;
@@ -491,7 +543,11 @@ fn build_mount(b: &mut OpsBuilder, m: &Mount, ctx: &MountCtx) -> Result<()> {
                 fstype: None,
                 flags,
                 data: None,
-                create: if meta.is_dir() { Create::Dir } else { Create::File },
+                create: if meta.is_dir() {
+                    Create::Dir
+                } else {
+                    Create::File
+                },
             },
         );
         // A bind mount ignores every flag but MS_REC on the first call: remount for the rest.
@@ -570,12 +626,36 @@ pub struct DefaultDevice {
 }
 
 pub const DEFAULT_DEVICES: [DefaultDevice; 6] = [
-    DefaultDevice { path: "dev/null", major: 1, minor: 3 },
-    DefaultDevice { path: "dev/zero", major: 1, minor: 5 },
-    DefaultDevice { path: "dev/full", major: 1, minor: 7 },
-    DefaultDevice { path: "dev/tty", major: 5, minor: 0 },
-    DefaultDevice { path: "dev/urandom", major: 1, minor: 9 },
-    DefaultDevice { path: "dev/random", major: 1, minor: 8 },
+    DefaultDevice {
+        path: "dev/null",
+        major: 1,
+        minor: 3,
+    },
+    DefaultDevice {
+        path: "dev/zero",
+        major: 1,
+        minor: 5,
+    },
+    DefaultDevice {
+        path: "dev/full",
+        major: 1,
+        minor: 7,
+    },
+    DefaultDevice {
+        path: "dev/tty",
+        major: 5,
+        minor: 0,
+    },
+    DefaultDevice {
+        path: "dev/urandom",
+        major: 1,
+        minor: 9,
+    },
+    DefaultDevice {
+        path: "dev/random",
+        major: 1,
+        minor: 8,
+    },
 ];
 
 fn dev_type_bits(t: LinuxDeviceType) -> Result<libc::mode_t> {
@@ -595,7 +675,16 @@ fn dev_type_bits(t: LinuxDeviceType) -> Result<libc::mode_t> {
 fn build_devices(b: &mut OpsBuilder, spec: &Spec, user_ns: bool) -> Result<()> {
     let mut devs: Vec<(String, libc::mode_t, u32, u32, uid_t, gid_t)> = DEFAULT_DEVICES
         .iter()
-        .map(|d| (d.path.to_string(), libc::S_IFCHR | 0o666, d.major, d.minor, 0, 0))
+        .map(|d| {
+            (
+                d.path.to_string(),
+                libc::S_IFCHR | 0o666,
+                d.major,
+                d.minor,
+                0,
+                0,
+            )
+        })
         .collect();
     if let Some(list) = spec.linux().as_ref().and_then(|l| l.devices().as_ref()) {
         for d in list {
@@ -671,11 +760,20 @@ pub fn build_ops(spec: &Spec, ctx: &MountCtx) -> Result<(Vec<Op>, Vec<Op>, Vec<S
         build_devices(&mut b, spec, ctx.user_ns)?;
     } else if let Some(list) = spec.linux().as_ref().and_then(|l| l.devices().as_ref()) {
         if !list.is_empty() {
-            let mut sub = OpsBuilder { ops: Vec::new(), names: Vec::new() };
+            let mut sub = OpsBuilder {
+                ops: Vec::new(),
+                names: Vec::new(),
+            };
             build_devices(&mut sub, spec, ctx.user_ns)?;
             // Only the spec's own devices when /dev comes from elsewhere.
             let skip = DEFAULT_DEVICES.len();
-            for (op, name) in sub.ops.into_iter().zip(sub.names).skip(skip).take(list.len()) {
+            for (op, name) in sub
+                .ops
+                .into_iter()
+                .zip(sub.names)
+                .skip(skip)
+                .take(list.len())
+            {
                 b.push(name, op);
             }
         }
@@ -683,16 +781,26 @@ pub fn build_ops(spec: &Spec, ctx: &MountCtx) -> Result<(Vec<Op>, Vec<Op>, Vec<S
     let pre = std::mem::take(&mut b.ops);
     let mut names = std::mem::take(&mut b.names);
 
-    let mut post = OpsBuilder { ops: Vec::new(), names: Vec::new() };
+    let mut post = OpsBuilder {
+        ops: Vec::new(),
+        names: Vec::new(),
+    };
     if let Some(linux) = spec.linux() {
         for p in linux.readonly_paths().iter().flatten() {
             post.push(
                 format!("make {p} read-only"),
-                Op::Readonly { path: cstr(p, "read-only path")? },
+                Op::Readonly {
+                    path: cstr(p, "read-only path")?,
+                },
             );
         }
         for p in linux.masked_paths().iter().flatten() {
-            post.push(format!("mask {p}"), Op::Mask { path: cstr(p, "masked path")? });
+            post.push(
+                format!("mask {p}"),
+                Op::Mask {
+                    path: cstr(p, "masked path")?,
+                },
+            );
         }
         if let Some(sysctls) = linux.sysctl() {
             let mut keys: Vec<&String> = sysctls.keys().collect();
@@ -749,7 +857,10 @@ fn validate_sysctl(key: &str, spec: &Spec) -> Result<()> {
         if has_ns(spec, LinuxNamespaceType::Uts) {
             return Ok(());
         }
-        return Err(Error::invalid("sysctl", format!("{key} needs a uts namespace")));
+        return Err(Error::invalid(
+            "sysctl",
+            format!("{key} needs a uts namespace"),
+        ));
     }
     Err(Error::invalid(
         "sysctl",

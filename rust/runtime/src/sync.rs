@@ -7,6 +7,8 @@ pub const GO: u32 = 1;
 pub const HOOKS: u32 = 2;
 pub const CREATED: u32 = 3;
 pub const ERROR: u32 = 4;
+/// The state JSON for startContainer hooks travels as one datagram right after GO.
+pub const HOOK_STATE_MAX: usize = 16384;
 
 /// Steps the child reports failures for; `index` says which op/rlimit/namespace.
 #[repr(u32)]
@@ -39,12 +41,13 @@ pub enum Step {
     Chdir,
     WaitStart,
     Exec,
+    StartHook,
 }
 
 impl Step {
     pub fn from_u32(n: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 27] = [
+        const ALL: [Step; 28] = [
             WaitParent,
             BecomeRoot,
             JoinNamespace,
@@ -72,6 +75,7 @@ impl Step {
             Chdir,
             WaitStart,
             Exec,
+            StartHook,
         ];
         ALL.iter().copied().find(|s| *s as u32 == n)
     }

@@ -158,7 +158,8 @@ pub fn ensure_in_root(root: c_int, rel: &[u8], last_is_file: bool) -> Result<c_i
                     } else {
                         parent.push(&prefix.bytes()[..parent_len]);
                     }
-                    let pfd = open_in_root(root, parent.as_ptr(), libc::O_PATH | libc::O_DIRECTORY)?;
+                    let pfd =
+                        open_in_root(root, parent.as_ptr(), libc::O_PATH | libc::O_DIRECTORY)?;
                     let mut name = PathBuf::new();
                     name.push(comp);
                     let r = if last && last_is_file {
