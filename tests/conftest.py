@@ -72,6 +72,12 @@ def workdir():
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    # Parents of the cgroupsPath that tests use; runtimes leave parents in place.
+    for parent in support.CGROUP_ROOT.glob("*/sampan-tests"):
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
 
 
 _counter = itertools.count()

@@ -20,6 +20,9 @@ echo "id: $(id)"
 echo "hostname: $(hostname 2>&1)"
 echo "uname -n: $(uname -n 2>&1)"
 echo "domainname: $(cat /proc/sys/kernel/domainname 2>&1)"
+for k in net/ipv4/ip_forward kernel/msgmax kernel/shm_rmid_forced; do
+	echo "sysctl $k: $(cat /proc/sys/$k 2>&1)"
+done
 for fd in 0 1 2; do
 	# pipe:[12345] and socket:[12345] name an inode that changes from run to run.
 	echo "fd $fd: $(readlink /proc/$$/fd/$fd | sed 's/:\[[0-9]*\]$/:[N]/')"

@@ -101,6 +101,13 @@ class Driver:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Scratch files (process.json for exec, logs) live beside the state root, not in
+        # it: a runtime may take every entry of its root for a container.
+        self.scratch = self.root.parent / f"{self.root.name}.scratch"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def _scratch(self, cid: str, suffix: str) -> Path:
+        return self.scratch / (re.sub(r"[^A-Za-z0-9_.-]", "_", cid) + "." + suffix)
 
     # run / foreground
     def run(self, cid: str, bundle: Path, *, console_socket=None, timeout=TIMEOUT) -> int:
@@ -212,9 +219,11 @@ class CliDriver(Driver):
             args += ["--console-socket", console_socket]
         if detach:
             args.append("-d")
-        # stdout/stderr to files: a detached container keeps them open for its lifetime.
-        proc = self.cmd(*args, cid, check=False, timeout=timeout, capture_output=False,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Output to a file, not a pipe: a detached container holds it open while it runs.
+        self.last_log = self._scratch(cid, "run.log")
+        with open(self.last_log, "w") as out:
+            proc = self.cmd(*args, cid, check=False, timeout=timeout, capture_output=False,
+                            stdout=out, stderr=out)
         return proc.returncode
 
     def run_capture(self, cid, bundle, *, timeout=TIMEOUT) -> subprocess.CompletedProcess:
@@ -222,12 +231,13 @@ class CliDriver(Driver):
         return self.cmd("run", "-b", bundle, cid, check=False, timeout=timeout)
 
     def spawn(self, cid, bundle) -> Proc:
-        out = open(os.devnull, "wb")
-        popen = subprocess.Popen(
-            self.argv + ["run", "-b", str(bundle), cid],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=self.env,
-        )
-        out.close()
+        # Files, not pipes: the container inherits them, and nobody reads while it runs.
+        log = self._scratch(cid, "log")
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                self.argv + ["run", "-b", str(bundle), cid],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env,
+            )
 
         def wait(timeout):
             try:
@@ -236,8 +246,6 @@ class CliDriver(Driver):
                 popen.kill()
                 popen.wait()
                 raise AssertionError(f"{self.name} run {cid}: still running after {timeout}s")
-            finally:
-                popen.stderr.close()
             return popen.returncode
 
         deadline = time.monotonic() + TIMEOUT
@@ -249,7 +257,8 @@ class CliDriver(Driver):
                 break
             if time.monotonic() > deadline:
                 popen.kill()
-                raise AssertionError(f"{self.name} run {cid}: never started")
+                raise AssertionError(f"{self.name} run {cid}: never started: "
+                                     f"{log.read_text(errors='replace')}")
             time.sleep(0.01)
         return Proc(cid, wait)
 
@@ -259,8 +268,15 @@ class CliDriver(Driver):
             args += ["--pid-file", pid_file]
         if console_socket is not None:
             args += ["--console-socket", console_socket]
-        self.cmd(*args, cid, capture_output=False, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.PIPE)
+        # stderr to a file: the created process inherits it and holds it open.
+        log = self._scratch(cid, "create.log")
+        with open(log, "w") as err:
+            proc = self.cmd(*args, cid, check=False, capture_output=False,
+                            stdout=subprocess.DEVNULL, stderr=err)
+        if proc.returncode != 0:
+            raise RuntimeFailure(
+                f"{self.name} create {cid}: exit {proc.returncode}: {log.read_text().strip()}",
+                returncode=proc.returncode)
 
     def start(self, cid):
         self.cmd("start", cid)
@@ -279,18 +295,23 @@ class CliDriver(Driver):
         self.cmd("resume", cid)
 
     def exec(self, cid, process, *, detach=False, pid_file=None) -> int:
-        path = self.root / f"{cid}.{time.monotonic_ns()}.process.json"
+        path = self._scratch(cid, f"{time.monotonic_ns()}.process.json")
         path.write_text(json.dumps(process))
         args = ["exec", "-p", path]
         if detach:
             args.append("-d")
         if pid_file is not None:
             args += ["--pid-file", pid_file]
+        log = self._scratch(cid, "exec.log")
         try:
-            proc = self.cmd(*args, cid, check=detach, capture_output=False,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(log, "w") as err:
+                proc = self.cmd(*args, cid, check=False, capture_output=False,
+                                stdout=subprocess.DEVNULL, stderr=err)
         finally:
             path.unlink()
+        if detach and proc.returncode != 0:
+            raise RuntimeFailure(f"{self.name} exec -d: exit {proc.returncode}: "
+                                 f"{log.read_text().strip()}", returncode=proc.returncode)
         if detach:
             return int(Path(pid_file).read_text()) if pid_file else 0
         return proc.returncode

@@ -5,13 +5,43 @@ from __future__ import annotations
 import click
 
 from sampan import __version__
+from sampan.cli.images_cmd import COMMANDS as IMAGE_COMMANDS
 from sampan.cli.runtime_cmd import runtime
+from sampan.cli.system_cmd import CliState, info_cmd, system_group, version_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="sampan")
-def main() -> None:
+@click.option("-H", "--host", envvar="SAMPAN_HOST", metavar="URL",
+              help="daemon socket to connect to: unix:///path or tcp://host:port "
+                   "(env SAMPAN_HOST; default unix:///run/sampan/sampan.sock)")
+@click.option("--tls", is_flag=True, help="use TLS (implied by --tlsverify)")
+@click.option("--tlsverify", is_flag=True, envvar="SAMPAN_TLS_VERIFY",
+              help="use TLS and verify the daemon (env SAMPAN_TLS_VERIFY)")
+@click.option("--tlscacert", metavar="FILE", help="trust certs signed only by this CA")
+@click.option("--tlscert", metavar="FILE", help="TLS certificate file")
+@click.option("--tlskey", metavar="FILE", help="TLS key file")
+@click.option("--config", "config_dir", metavar="DIR", envvar="SAMPAN_CONFIG",
+              help="location of client config files (env SAMPAN_CONFIG; default ~/.sampan)")
+@click.option("-D", "--debug", is_flag=True, help="enable debug mode")
+@click.option("-l", "--log-level", type=click.Choice(["debug", "info", "warn", "error",
+                                                      "fatal"]), default="info", hidden=True)
+@click.pass_context
+def main(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool,
+         tlscacert: str | None, tlscert: str | None, tlskey: str | None,
+         config_dir: str | None, debug: bool, log_level: str) -> None:
     """Sampan: a small, fast container engine with Docker's interfaces."""
+    if config_dir:
+        import os
+
+        os.environ["SAMPAN_CONFIG"] = config_dir
+    ctx.obj = CliState(host=host, tls=tls, tlsverify=tlsverify, tlscacert=tlscacert,
+                       tlscert=tlscert, tlskey=tlskey, config_dir=config_dir, debug=debug)
 
 
 main.add_command(runtime)
+for _cmd in IMAGE_COMMANDS:
+    main.add_command(_cmd)
+main.add_command(version_cmd)
+main.add_command(info_cmd)
+main.add_command(system_group)

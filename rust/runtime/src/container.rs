@@ -1130,10 +1130,8 @@ impl Container {
                 write_pid_file(pf, child.pid)?;
             }
             if opts.detach {
-                // The caller reaps it (or its parent does once we exit).
-                let pid = child.pid;
-                std::mem::forget(child);
-                return Ok((pid, None));
+                // The caller reaps it (or init does once we exit); dropping only closes fds.
+                return Ok((child.pid, None));
             }
             let code = child.wait()?;
             Ok((child.pid, Some(code)))

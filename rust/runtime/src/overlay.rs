@@ -85,6 +85,11 @@ pub fn mount(o: &Overlay) -> Result<()> {
         .chain(o.work)
     {
         check_path(p)?;
+        // The kernel's ENOENT would name the target (or nothing, with fsconfig): name the layer.
+        let meta = std::fs::metadata(p).map_err(|e| Error::io("overlay layer", Some(p), &e))?;
+        if !meta.is_dir() {
+            return Err(Error::sys("overlay layer", Some(p), libc::ENOTDIR));
+        }
     }
     let s = |p: &Path| p.to_string_lossy().to_string();
     let lower: Vec<String> = o.lower.iter().map(|p| s(p)).collect();
@@ -95,13 +100,21 @@ pub fn mount(o: &Overlay) -> Result<()> {
     match mount_new_api(o) {
         Ok(()) => Ok(()),
         Err(e) if e.errno == Some(libc::ENOSYS) || e.errno == Some(libc::EINVAL) => {
-            mount_relative(o)
+            mount_relative(o).map_err(|mut r| {
+                // EINVAL may be a bad option rather than an old kernel: say what fsconfig said.
+                if let (None, Some(d)) = (r.errno, r.detail.as_mut()) {
+                    d.push_str(&format!(" (the mount API said: {e})"));
+                }
+                r
+            })
         }
         Err(e) => Err(e),
     }
 }
 
+const FSCONFIG_SET_FLAG: u32 = 0;
 const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 const SYS_FSOPEN: libc::c_long = 430;
 const SYS_FSCONFIG: libc::c_long = 431;
@@ -128,24 +141,82 @@ fn fsconfig(fd: i32, key: &str, value: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Options without a value ("volatile", "userxattr") are flags to fsconfig, not strings.
+fn fsconfig_flag(fd: i32, key: &str) -> Result<()> {
+    let k = CString::new(key).unwrap_or_default();
+    let r = unsafe {
+        libc::syscall(
+            SYS_FSCONFIG,
+            fd,
+            FSCONFIG_SET_FLAG,
+            k.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(Error::last(format!("fsconfig overlay {key}"), None));
+    }
+    Ok(())
+}
+
+/// fsconfig copies string values of at most 255 bytes: a longer layer path goes as an fd
+/// (overlayfs takes those since Linux 6.13; older kernels answer EINVAL and the caller falls
+/// back to relative paths).
+fn fsconfig_path(fd: i32, key: &str, p: &Path) -> Result<()> {
+    if p.as_os_str().len() < 256 {
+        return fsconfig(fd, key, Some(&p.to_string_lossy())).map_err(|e| e.with_path(p));
+    }
+    let c = cpath(p)?;
+    let dir = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return Err(Error::last(format!("open overlay {key}"), Some(p)));
+    }
+    let k = CString::new(key).unwrap_or_default();
+    let r = unsafe {
+        libc::syscall(
+            SYS_FSCONFIG,
+            fd,
+            FSCONFIG_SET_FD,
+            k.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            dir,
+        )
+    };
+    let err = Error::last(format!("fsconfig overlay {key}"), Some(p));
+    unsafe { libc::close(dir) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
 fn mount_new_api(o: &Overlay) -> Result<()> {
     let fsfd = unsafe { libc::syscall(SYS_FSOPEN, c"overlay".as_ptr(), 1u32) } as i32;
     if fsfd < 0 {
         return Err(Error::last("fsopen overlay", None));
     }
     let result = (|| {
+        fsconfig(fsfd, "source", Some("overlay"))?;
         for l in o.lower {
-            fsconfig(fsfd, "lowerdir+", Some(&l.to_string_lossy()))?;
+            fsconfig_path(fsfd, "lowerdir+", l)?;
         }
         if let Some(u) = o.upper {
-            fsconfig(fsfd, "upperdir", Some(&u.to_string_lossy()))?;
+            fsconfig_path(fsfd, "upperdir", u)?;
         }
         if let Some(w) = o.work {
-            fsconfig(fsfd, "workdir", Some(&w.to_string_lossy()))?;
+            fsconfig_path(fsfd, "workdir", w)?;
         }
         for e in o.extra {
-            let (k, v) = e.split_once('=').unwrap_or((e, ""));
-            fsconfig(fsfd, k, Some(v))?;
+            match e.split_once('=') {
+                Some((k, v)) => fsconfig(fsfd, k, Some(v))?,
+                None => fsconfig_flag(fsfd, e)?,
+            }
         }
         fsconfig(fsfd, "create", None)?;
         let mfd = unsafe { libc::syscall(SYS_FSMOUNT, fsfd, 1u32, 0u32) } as i32;

@@ -1,0 +1,1 @@
+"""Drivers: storage (overlay, vfs); network and exec come later."""
