@@ -336,39 +336,27 @@ class HugetlbFix:
         self.log(f"mounted a cgroup v1 hierarchy with hugetlb at {HUGETLB_V1}")
 
     def undo(self) -> None:
-        if self.mounted:
-            # The hierarchy only goes away (hugetlb back to v2) when it has no cgroups left at
-            # unmount time; dying cgroups can outlive rmdir a little, so mount and unmount
-            # again until /proc/cgroups shows it back on v2.
-            for attempt in range(20):
-                if attempt:
-                    time.sleep(0.1)
-                    if self._mount().returncode != 0:
-                        break
-                for d in sorted(
-                    (p for p in HUGETLB_V1.rglob("*") if p.is_dir()),
-                    key=lambda p: len(p.parts),
-                    reverse=True,
-                ):
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
-                subprocess.run(["umount", str(HUGETLB_V1)], capture_output=True, check=False)
-                time.sleep(0.05)
-                if _hugetlb_hierarchy() == 0:
-                    break
-            self.mounted = False
-            if _hugetlb_hierarchy() != 0:
-                self.log(
-                    f"warning: hugetlb is still bound to a v1 hierarchy (cgroups under "
-                    f"{HUGETLB_V1} still in use?)"
+        if self.mounted and not self._unbind():
+            # Containers (this run's or anybody's) still hold cgroups there: leave the hierarchy
+            # mounted, where it can be seen and cleaned up, rather than hidden.
+            self._mount()
+            self.log(
+                f"warning: hugetlb stays bound to the v1 hierarchy at {HUGETLB_V1}: cgroups "
+                "there are still in use; remove them, then umount it and rmdir the directory"
+                + (
+                    "; then write +hugetlb to cgroup.subtree_control in "
+                    + ", ".join(str(d) for d in reversed(self.disabled))
+                    if self.disabled
+                    else ""
                 )
+            )
+            return
+        self.mounted = False
         if self.made_dir:
             try:
                 HUGETLB_V1.rmdir()
-            except OSError:
-                pass
+            except OSError as exc:
+                self.log(f"warning: could not remove {HUGETLB_V1}: {exc}")
             self.made_dir = False
         for d in reversed(self.disabled):
             for _ in range(20):
@@ -382,6 +370,30 @@ class HugetlbFix:
         if self.disabled:
             self.log("hugetlb switched back on in the v2 subtree_control")
         self.disabled = []
+
+    def _unbind(self) -> bool:
+        """Unmount the v1 hierarchy so that hugetlb returns to v2; True when it did.
+
+        The hierarchy is only destroyed when it has no cgroups left at unmount time, and a
+        removed cgroup can linger a little, so: remove the cgroups, unmount, and if the
+        hierarchy survived, mount it again and retry.
+        """
+        for attempt in range(20):
+            if attempt:
+                time.sleep(0.1)
+                if self._mount().returncode != 0:
+                    return _hugetlb_hierarchy() == 0
+            dirs = [p for p in HUGETLB_V1.rglob("*") if p.is_dir()]
+            for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    continue
+            subprocess.run(["umount", str(HUGETLB_V1)], capture_output=True, check=False)
+            time.sleep(0.05)
+            if _hugetlb_hierarchy() == 0:
+                return True
+        return False
 
 
 # --------------------------------------------------------------------------- facts
@@ -610,6 +622,8 @@ def report(args, names, runners, unavailable, bundle, work, wall, layout) -> Non
     print(f"bundle      {bundle} (busybox-static, runc spec defaults, terminal false, `true`)")
     print(f"state roots {work / 'state'} ({fs_type(work)})")
     print(f"loop        {args.n} runs per runtime, {wall:.1f} s in all")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load        {load} (1, 5, 15 min; other work on the host skews the numbers)")
     print()
     head = (
         f"{'runtime':<31}{'median ms':>10}{'p90 ms':>10}{'min ms':>10}{'mean ms':>10}"
@@ -666,6 +680,7 @@ def report(args, names, runners, unavailable, bundle, work, wall, layout) -> Non
             "cpus": os.cpu_count(),
             "cgroups": layout,
             "n": args.n,
+            "loadavg": os.getloadavg(),
             "state_fs": fs_type(work),
             "summary": stats,
             "unavailable": unavailable,

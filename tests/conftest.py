@@ -51,6 +51,9 @@ def _names(config, option):
 
 
 def pytest_generate_tests(metafunc):
+    # Only the runtime tests beside this file; other folders have their own fixtures.
+    if Path(str(metafunc.definition.fspath)).parent != HERE:
+        return
     if "runtime" in metafunc.fixturenames:
         metafunc.parametrize("runtime", _names(metafunc.config, "runtimes"), indirect=True)
     if "candidate" in metafunc.fixturenames:

@@ -44,15 +44,25 @@ cat /proc/$$/cgroup
 
 sec "mounts"
 # mountinfo: id parent major:minor root mountpoint opts [optional...] - fstype source superopts
-# Printed: mountpoint, root, fstype, source, per-mount options, superblock options and the
-# propagation tags without their peer-group numbers.
+# Printed: mountpoint, the mountpoint of its parent (the tree, without mount ids), root,
+# fstype, source, per-mount options, superblock options and the propagation tags without
+# their peer-group numbers. Sorted: the order runtimes mount independent things in (device
+# nodes, masked paths) carries no meaning, and "under=" keeps the tree.
 awk '{
 	prop = ""
 	i = 7
 	while ($i != "-") { tag = $i; sub(/:[0-9]+$/, "", tag); prop = prop " " tag; i++ }
 	if (prop == "") prop = " private"
-	print $5, "root=" $4, "type=" $(i + 1), "src=" $(i + 2), "opts=" $6, "super=" $(i + 3), "prop=" substr(prop, 2)
-}' /proc/$$/mountinfo
+	mp[$1] = $5
+	parent[NR] = $2
+	line[NR] = $5 " under=%s root=" $4 " type=" $(i + 1) " src=" $(i + 2) " opts=" $6 " super=" $(i + 3) " prop=" substr(prop, 2)
+}
+END {
+	for (n = 1; n <= NR; n++) {
+		up = (parent[n] in mp) ? mp[parent[n]] : "-"
+		printf line[n] "\n", up
+	}
+}' /proc/$$/mountinfo | sort
 
 sec "/dev"
 find /dev | sort | while read -r f; do
@@ -61,6 +71,13 @@ find /dev | sort | while read -r f; do
 	else
 		stat -c '%n %F mode=%a dev=%t:%T owner=%u:%g' "$f"
 	fi
+done
+
+sec "modes"
+for p in / /bin /etc /tmp /root /run /proc /sys /sys/fs /sys/fs/cgroup /sys/fs/cgroup/memory \
+	/dev /dev/pts /dev/shm /dev/mqueue /mnt /mnt/ro /mnt/rw /mnt/rbind /mnt/rbind/sub \
+	/mnt/bind /mnt/bind/sub /mnt/file /out; do
+	[ -e "$p" ] && stat -c '%n %F mode=%a owner=%u:%g' "$p"
 done
 
 sec "cgroup limits"
@@ -78,7 +95,11 @@ for f in \
 	memory.max memory.swap.max memory.low memory.high pids.max cpu.max cpu.weight \
 	cpuset.cpus cpuset.mems io.weight cgroup.controllers cgroup.freeze; do
 	p=/sys/fs/cgroup/$f
-	if [ -e "$p" ]; then
+	if [ "${f##*/}" = devices.list ] && [ -e "$p" ]; then
+		# The kernel lists device exceptions in the order they were written, which
+		# carries no meaning: sorted.
+		echo "$f: $(sort <"$p" 2>&1 | tr '\n' ';')"
+	elif [ -e "$p" ]; then
 		echo "$f: $(tr '\n' ';' <"$p" 2>&1)"
 	else
 		echo "$f: absent"

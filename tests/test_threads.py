@@ -82,6 +82,24 @@ def result(thread, box, timeout=TIMEOUT, what="call"):
     return box.get("value")
 
 
+def fd_table() -> dict:
+    """This process's open fds and what they point to (the listing's own fd is left out)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def assert_same_fds(before: dict) -> None:
+    after = fd_table()
+    new = {fd: what for fd, what in after.items() if before.get(fd) != what}
+    gone = {fd: what for fd, what in before.items() if after.get(fd) != what}
+    assert not new and not gone, f"fds opened and not closed: {new}; closed: {gone}"
+
+
 def kill_rooted_at(rootfs):
     for pid in support.processes_rooted_at(rootfs):
         try:
@@ -114,7 +132,7 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
         except BaseException as exc:
             errors.append((i, exc))
 
-    fds_before = support.open_fds()
+    fds_before = fd_table()
     with Spinner() as spinner:
         workers = [threading.Thread(target=worker, args=(i,), daemon=True)
                    for i in range(threads)]
@@ -138,7 +156,7 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
         assert rt.list(root) == []
         assert list(root.iterdir()) == []
     assert support.child_pids() == []
-    assert support.open_fds() == fds_before
+    assert_same_fds(fds_before)
 
 
 # --------------------------------------------------------------------------- the GIL
@@ -245,6 +263,34 @@ def test_exec_in_one_thread_does_not_block_the_container_for_others(bundle, tmpd
         c.delete(force=True)
 
 
+def test_force_delete_while_another_thread_execs_and_another_waits(bundle, tmpdir755,
+                                                                     new_id):
+    """``rm -f`` of a container with an exec attached in one thread and a waiter in another."""
+    b = bundle(["sleep", "1000"])
+    c = rt.Container.create(new_id(), b, root=tmpdir755 / "state")
+    rootfs = b / "rootfs"
+    try:
+        c.start()
+        proc = {"args": ["sleep", "1000"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                "env": ["PATH=/bin"]}
+        execer, ebox = in_thread(c.exec, proc)
+        waiter, wbox = in_thread(c.wait)
+        time.sleep(0.3)
+        assert execer.is_alive() and waiter.is_alive()
+        t, box = in_thread(c.delete, True)
+        result(t, box, 10, "delete --force while another thread execs")
+        assert result(waiter, wbox, 10, "wait") == 128 + signal.SIGKILL
+        assert result(execer, ebox, 10, "exec") == 128 + signal.SIGKILL
+        assert rt.list(tmpdir755 / "state") == []
+        assert support.processes_rooted_at(rootfs) == []
+    finally:
+        kill_rooted_at(rootfs)
+        try:
+            c.delete(force=True)
+        except rt.ContainerError:
+            pass
+
+
 def test_created_container_does_not_hold_up_containers_of_other_threads(bundle, tmpdir755,
                                                                           new_id):
     """Containers created (and not started) while other threads run containers must not keep
@@ -264,7 +310,7 @@ def test_created_container_does_not_hold_up_containers_of_other_threads(bundle, 
             codes.append(rt.run(new_id("busy"), b, root=root))
         return codes
 
-    fds_before = support.open_fds()
+    fds_before = fd_table()
     ct, cbox = in_thread(creator)
     runners = [in_thread(runner) for _ in range(3)]
     try:
@@ -273,9 +319,10 @@ def test_created_container_does_not_hold_up_containers_of_other_threads(bundle, 
     finally:
         stop.set()
         ct.join(TIMEOUT)
-        for c in created:
+        # Dropped as they go: a Container object keeps its init's pidfd until then.
+        while created:
             try:
-                c.delete(force=True)
+                created.pop().delete(force=True)
             except rt.ContainerError:
                 pass
         # A hung runner is unblocked by the deletes; let it finish before the checks.
@@ -285,7 +332,7 @@ def test_created_container_does_not_hold_up_containers_of_other_threads(bundle, 
         raise cbox["error"]
     assert rt.list(root) == []
     assert support.child_pids() == []
-    assert support.open_fds() == fds_before
+    assert_same_fds(fds_before)
 
 
 # --------------------------------------------------------------------------- leaks
@@ -296,7 +343,7 @@ def test_no_fd_or_thread_leak_after_many_runs(bundle, tmpdir755, new_id):
     root = tmpdir755 / "state"
     # Warm up: the first call may open things once per process (the extension itself).
     assert rt.run(new_id(), b, root=root) == 0
-    fds, threads = support.open_fds(), support.thread_count()
+    fds, threads = fd_table(), support.thread_count()
     for _ in range(40):
         assert rt.run(new_id(), b, root=root) == 0
     # A few with every lifecycle call, and failures too.
@@ -306,11 +353,12 @@ def test_no_fd_or_thread_leak_after_many_runs(bundle, tmpdir755, new_id):
         c.start()
         assert c.wait() == 0
         c.delete()
+    del c  # a Container object keeps its init's pidfd until it is dropped
     bad = bundle(["/no/such/program"])
     for _ in range(10):
         with pytest.raises(rt.ContainerError):
             rt.run(new_id(), bad, root=root)
-    assert support.open_fds() == fds
+    assert_same_fds(fds)
     assert support.thread_count() == threads
     assert support.child_pids() == []
     assert rt.list(root) == []

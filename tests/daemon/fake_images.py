@@ -92,7 +92,7 @@ class FakeGraph:
                     ok &= any(t.split(":")[0] == v.split(":")[0] and (":" not in v or t == v)
                               for t in img["RepoTags"] for v in vals)
                 elif k == "label":
-                    ok &= all(v.split("=")[0] in img["Labels"] for v in vals)
+                    ok &= not [v for v in vals if v.split("=")[0] not in img["Labels"]]
             if ok:
                 out.append(img)
         return out

@@ -435,8 +435,8 @@ def docker_archive(images, layout: str = "legacy") -> bytes:
             m = manifest(img.config, layers, oci=True)
             for b in [*layers, img.config, m]:
                 out.file("blobs/sha256/" + b.digest.split(":")[1], b.data)
-            idx.append(m.descriptor(annotations={"io.containerd.image.name": t}) if tags
-                       else m.descriptor())
+            idx += ([m.descriptor(annotations={"io.containerd.image.name": t}) for t in tags]
+                    or [m.descriptor()])
             entries.append({"Config": "blobs/sha256/" + img.config.digest.split(":")[1],
                             "RepoTags": list(tags) or None,
                             "Layers": ["blobs/sha256/" + la.digest.split(":")[1]

@@ -141,6 +141,16 @@ def b64url(data: bytes) -> str:
 
 # ---- the token server --------------------------------------------------------------------
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        import sys
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return                          # clients that went away (cut tests, kills)
+        super().handle_error(request, client_address)
+
+
 class TokenServer:
     """The Docker token spec: GET /token?service=&scope=… (Basic auth optional), POST /token
     (OAuth2 password and refresh_token grants). alice may push and pull everything; bob only
@@ -160,7 +170,7 @@ class TokenServer:
         self.refresh_tokens: dict[str, str] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/token"
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.server = _Server(("127.0.0.1", self.port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -345,7 +355,8 @@ class Fault:
     kind: "status" (answer `status`), "cut" (send headers and `after` bytes of the body, then
     drop the connection), "short" (announce and send the body minus its last `after` bytes),
     "corrupt" (flip one byte of the body), "replace" (answer `body` with `content_type`),
-    "redirect" (307 to `location` + the request path). `times`: how many requests it hits
+    "redirect" (307 to `location` + the request path), "slow" (the body in `after`-byte pieces,
+    20 ms apart). `times`: how many requests it hits
     (None: all).
     """
 
@@ -377,7 +388,7 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.port = free_port(host)
         self.host = f"{host}:{self.port}"
-        self.server = ThreadingHTTPServer((host, self.port), self._handler())
+        self.server = _Server((host, self.port), self._handler())
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -473,6 +484,14 @@ class FaultProxy:
                                                          lu.fragment))
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(announce))
+                if fault is not None and fault.kind == "slow":
+                    self.end_headers()
+                    step = fault.after or 65536
+                    for i in range(0, len(data), step):
+                        self.wfile.write(data[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                    return
                 if fault is not None and fault.kind == "cut":
                     self.end_headers()
                     self.wfile.write(data[:fault.after])
@@ -503,7 +522,7 @@ class BlobHost:
             self.port = free_port("127.0.0.1")
         self.url = f"http://{host}:{self.port}"
         bind = "127.0.0.1" if host == "localhost" else host
-        self.server = ThreadingHTTPServer((bind, self.port), self._handler())
+        self.server = _Server((bind, self.port), self._handler())
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -896,14 +915,18 @@ class FakeGraph:
 
 
 def make_graph(root: Path):
-    """The real Graph when the graph part exports one, else FakeGraph."""
+    """The real Graph when the graph part exports one, else FakeGraph.
+
+    Storage driver: $SAMPAN_TEST_STORAGE_DRIVER, default vfs (the registry tests do not need
+    overlay, and its probe mount in a process full of server threads has crashed)."""
     if os.environ.get("SAMPAN_TEST_FAKE_GRAPH"):
         return FakeGraph(root)
     try:
         from sampan.graph import Graph  # type: ignore
     except ImportError:
         return FakeGraph(root)
-    return Graph(Path(root), sync=False)
+    driver = os.environ.get("SAMPAN_TEST_STORAGE_DRIVER", "vfs") or None
+    return Graph(Path(root), driver=driver, sync=False)
 
 
 # ---- fixtures (import them into a test module: `from registries import *`) ----------------

@@ -317,3 +317,76 @@ def test_error_message_shape():
     from sampan.images import error_message
     msg = error_message(ImageNotFound("No such image: x"))
     assert msg == {"errorDetail": {"message": "No such image: x"}, "error": "No such image: x"}
+
+
+@pytest.mark.parametrize("kind", ["absolute", "traversal", "symlink_escape"])
+def test_hostile_layer_from_registry(graph, plain_registry, tmp_path, kind):
+    """A layer that tries to write outside: a clear error, no image, nothing outside."""
+    imagebuild = pytest.importorskip("imagebuild")
+    if not hasattr(graph, "layer_dirs"):
+        pytest.skip("the fake graph does not unpack")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tar = imagebuild.hostile_layers(outside)[kind]
+    im = Image([busybox_layer(), tar])
+    Uploader(plain_registry.url).image("pull/hostile", kind, im)
+    name = f"{plain_registry.host}/pull/hostile:{kind}"
+    with pytest.raises(SampanError) as e:
+        make_service(graph).pull(name)
+    assert e.value.status in (400, 500)
+    assert list(outside.iterdir()) == []
+    assert_not_listed(graph, name)
+
+
+def test_kill_9_mid_pull_then_resume(tmp_path, plain_registry, proxy_for):
+    """A process killed (SIGKILL) in the middle of a pull leaves a consistent store; the next
+    pull resumes the partial blob with a Range request and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from registries import make_graph
+
+    im = Image([busybox_layer(), random_layer(3_000_000, "big")])
+    Uploader(plain_registry.url).image("pull/crash", "1", im)
+    big = im.layer_digests[1]
+    p = proxy_for(plain_registry)
+    p.add(Fault("slow", f"/blobs/{big}", after=32 * 1024, times=None))
+    root = tmp_path / "root"
+    name = f"{p.host}/pull/crash:1"
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(os.path.dirname(__file__))!r})\n"
+        "from registries import make_graph, make_service\n"
+        f"g = make_graph({str(root)!r})\n"
+        f"make_service(g).pull({name!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        partial = 0
+        while time.monotonic() < deadline and partial < 300_000:
+            assert proc.poll() is None, "the pull ended before it could be killed"
+            for ref in (root / "ingest").glob("*/ref"):
+                try:
+                    if big in ref.read_text():
+                        partial = (ref.parent / "data").stat().st_size
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        assert partial >= 300_000
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    graph = make_graph(root)
+    try:
+        assert_not_listed(graph, name)
+        p.clear()
+        assert make_service(graph).pull(name) == im.id
+        ranges = [h.get("Range") for (m, path, h) in p.log if m == "GET" and big in path]
+        assert len(ranges) == 1 and ranges[0] and int(ranges[0][6:-1]) >= 300_000
+        assert graph.resolve(name) == im.id
+    finally:
+        if hasattr(graph, "close"):
+            graph.close()

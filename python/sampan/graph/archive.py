@@ -17,12 +17,14 @@ import json
 import posixpath
 import tarfile
 import time
+import uuid
 from collections.abc import Iterator
 
 from sampan.errors import InvalidArgument, NotFound
 
 from .content import check_digest
 from .graph import chain_id
+from .tarstream import TarReader
 from .unpack import CHUNK, HashReader, decompressed
 
 _MEMORY_NAMES = {"manifest.json", "index.json", "oci-layout", "repositories"}
@@ -277,29 +279,25 @@ def _read_members(graph, reader, lease: str) -> dict:
     Returns {path: ("blob", digest) | ("mem", bytes) | ("link", path)}.
     """
     files: dict = {}
-    try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tf:
-            for m in tf:
-                name = _norm(m.name)
-                if m.isreg():
-                    files[name] = _read_file(graph, tf, m, name, lease)
-                elif m.issym():
-                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name),
-                                                               m.linkname))
-                    files[name] = ("link", _norm(target))
-                elif m.islnk():
-                    files[name] = ("link", _norm(m.linkname))
-    except tarfile.TarError as exc:
-        raise InvalidArgument(f"invalid archive: {exc}") from None
+    tar = TarReader(reader, "archive member")
+    for m in tar:
+        name = _norm(m.name)
+        if m.isreg():
+            files[name] = _read_file(graph, tar, m, name, lease)
+        elif m.issym():
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
+            files[name] = ("link", _norm(target))
+        elif m.islnk():
+            files[name] = ("link", _norm(m.linkname))
     return files
 
 
-def _read_file(graph, tf, m, name: str, lease: str):
+def _read_file(graph, tar, m, name: str, lease: str):
     base = posixpath.basename(name)
     if name in _MEMORY_NAMES or base in ("VERSION", "json"):
         if m.size > _MAX_JSON:
             raise InvalidArgument(f"archive member {name}: too large")
-        return ("mem", tf.extractfile(m).read())
+        return ("mem", b"".join(tar.data(m)))
     known = None
     parts = name.split("/")
     if len(parts) == 3 and parts[0] == "blobs":
@@ -313,7 +311,14 @@ def _read_file(graph, tf, m, name: str, lease: str):
             graph.lease_add(lease, known)
         if known and graph.store.exists(known):
             return ("blob", known)
-        digest = graph.store.ingest(tf.extractfile(m), known, m.size)
+        w = graph.store.writer(f"load-{uuid.uuid4().hex}", known, m.size)
+        try:
+            for chunk in tar.data(m):
+                w.write(chunk)
+            digest = w.commit()
+        except BaseException:
+            w.abort()
+            raise
         graph.lease_add(lease, digest)
     return ("blob", digest)
 

@@ -126,6 +126,7 @@ class Graph:
 
         self.root = Path(data_root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.closed = False
         self.sync = sync
         self.store = ContentStore(self.root, sync=sync)
         self.snapshots = self.root / "snapshots"
@@ -133,8 +134,13 @@ class Graph:
         self.db = Database(self.root / "graph.db")
         self._gc_lock = _SharedExclusive()
         recorded = self.db.one("SELECT value FROM meta WHERE key='driver'")
-        self.driver = select_driver(self.snapshots, driver,
-                                    recorded["value"] if recorded else None)
+        recorded = recorded["value"] if recorded else None
+        if not self.db.one("SELECT 1 FROM layers LIMIT 1"):
+            recorded = None       # nothing unpacked yet: any driver will do
+        elif driver and recorded and driver.replace("overlay2", "overlay") != recorded:
+            raise InvalidArgument(f"the data root {self.root} holds layers of the {recorded} "
+                                  f"storage driver, not {driver}")
+        self.driver = select_driver(self.snapshots, driver, recorded)
         self.driver_name = self.driver.name
         self.driver_reason = (self.driver.name if not self.driver.reason
                               else f"{self.driver.name}: {self.driver.reason}")
@@ -144,7 +150,9 @@ class Graph:
         self._recover()
 
     def close(self) -> None:
-        self.db.close()
+        if not self.closed:
+            self.closed = True
+            self.db.close()
 
     def __enter__(self):
         return self
@@ -173,6 +181,44 @@ class Graph:
             if not entry.name.startswith(".") and entry.name not in known:
                 rmtree(entry.path)
 
+    def check(self) -> list:
+        """Problems found in the store (empty when consistent): for tests and diagnostics."""
+        problems = []
+        rows = self.db.query("SELECT * FROM layers")
+        chains = {r["chain_id"] for r in rows}
+        for r in rows:
+            if not (self._layer_dir(r["chain_id"]) / "fs").is_dir():
+                problems.append(f"layer {r['chain_id']}: directory missing")
+            want = self.db.one(
+                "SELECT (SELECT COUNT(*) FROM image_layers WHERE chain_id=?) + "
+                "(SELECT COUNT(*) FROM container_layers WHERE chain_id=?) AS n",
+                (r["chain_id"], r["chain_id"]))["n"]
+            if want != r["refcount"]:
+                problems.append(f"layer {r['chain_id']}: refcount {r['refcount']}, "
+                                f"expected {want}")
+        for entry in os.scandir(self.snapshots):
+            if entry.name.startswith("."):
+                problems.append(f"snapshots/{entry.name}: leftover")
+            elif "sha256:" + entry.name not in chains:
+                problems.append(f"snapshots/{entry.name}: not recorded")
+        for r in self.db.query("SELECT * FROM images"):
+            if not self.store.exists(r["id"]):
+                problems.append(f"image {r['id']}: config blob missing")
+            config = json.loads(self.store.read(r["id"])) if self.store.exists(r["id"]) else {}
+            diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+            if self._chains(r["id"]) != chain_ids(diff_ids):
+                problems.append(f"image {r['id']}: layer list does not match its config")
+            for ch in self._chains(r["id"]):
+                if ch not in chains:
+                    problems.append(f"image {r['id']}: layer {ch} missing")
+        for r in self.db.query("SELECT * FROM refs"):
+            if not self.db.one("SELECT 1 FROM images WHERE id=?", (r["image_id"],)):
+                problems.append(f"ref {r['name']}: image {r['image_id']} missing")
+        for r in self.db.query("SELECT * FROM manifests"):
+            if not self.store.exists(r["digest"]):
+                problems.append(f"manifest {r['digest']}: blob missing")
+        return problems
+
     @staticmethod
     def _refresh_refcounts(c, chains=None) -> None:
         sql = ("UPDATE layers SET refcount = "
@@ -197,9 +243,11 @@ class Graph:
         try:
             yield name
         finally:
-            with self.db.tx() as c:
-                c.execute("DELETE FROM lease_resources WHERE lease=?", (name,))
-                c.execute("DELETE FROM leases WHERE name=?", (name,))
+            # A graph closed meanwhile drops it at the next open, like a crashed holder's.
+            if not self.closed:
+                with self.db.tx() as c:
+                    c.execute("DELETE FROM lease_resources WHERE lease=?", (name,))
+                    c.execute("DELETE FROM leases WHERE name=?", (name,))
 
     def lease_add(self, lease: str, resource: str) -> None:
         with self.db.tx() as c:
@@ -255,7 +303,8 @@ class Graph:
             try:
                 fs = tmp / "fs"
                 self.driver.new_layer(parent_fs, fs)
-                res = unpack_stream(stream, fs, media_type, self.driver.whiteouts)
+                res = unpack_stream(stream, fs, media_type, self.driver.whiteouts,
+                                    digest.split(":", 1)[0] if digest else "sha256")
                 if expected_diff_id is not None and res["diff_id"] != expected_diff_id:
                     raise InvalidArgument(f"layer diff id mismatch: expected {expected_diff_id},"
                                           f" got {res['diff_id']}")
@@ -709,6 +758,11 @@ class Graph:
                                                         and x["repo"] == removed["repo"])]
                 if refs:
                     return records
+                users = c.query("SELECT id FROM containers WHERE image_id=?", (image_id,))
+                if users and not force:
+                    raise Conflict(f'conflict: unable to remove repository reference "{name}" '
+                                   f"(must force) - container {users[0]['id'][:12]} is using "
+                                   f"its referenced image {_short(image_id)}")
             else:
                 if len(refs) > 1 and not force and not _single_repository(refs):
                     raise Conflict(f"conflict: unable to delete {_short(image_id)} (must be "

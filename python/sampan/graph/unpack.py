@@ -18,21 +18,19 @@ the directory that this layer did not itself write.
 
 from __future__ import annotations
 
-import base64
 import bz2
 import errno
 import hashlib
 import lzma
 import os
 import stat
-import tarfile
 import zlib
 from typing import BinaryIO
-from urllib.parse import unquote
 
 from sampan.errors import InvalidArgument, SampanError
 
 from .fsutil import remove_entry
+from .tarstream import Member, TarReader
 
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -215,22 +213,14 @@ def decompressed(stream, media_type: str | None = None):
 # --------------------------------------------------------------------------- applying
 
 
-def _xattrs(member: tarfile.TarInfo) -> dict:
-    out = {}
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
-        elif key.startswith("LIBARCHIVE.xattr."):
-            name = unquote(key[len("LIBARCHIVE.xattr."):])
-            raw = value.encode("ascii", "surrogateescape")
-            out[name] = base64.b64decode(raw + b"=" * (-len(raw) % 4))
+def _xattrs(member) -> dict:
     # Overlay metadata in a layer would let an image steer the overlay mount (redirects,
     # opaque marks): only the whiteout conversion here may produce it.
-    return {k: v for k, v in out.items()
+    return {k: v for k, v in member.xattrs.items()
             if not k.startswith("trusted.overlay.") and not k.startswith("user.overlay.")}
 
 
-def _mtime_ns(member: tarfile.TarInfo) -> int:
+def _mtime_ns(member: Member) -> int:
     return round(float(member.mtime) * 1_000_000_000)
 
 
@@ -242,7 +232,8 @@ class LayerApplier:
             raise ValueError(f"whiteouts must be 'overlay' or 'delete', not {whiteouts!r}")
         self.mode = whiteouts
         self.root_fd = os.open(root, _DIR_FLAGS)
-        self._dirs: dict = {}
+        self._dirs: dict = {}            # real path → directory fd, kept between members
+        self._loose: list = []           # fds not cached (cache full), closed between members
         self._unpacked: set = set()      # real paths this layer wrote (for "delete" opaques)
         self._dir_times: list = []
         self._inodes: set = set()
@@ -251,6 +242,7 @@ class LayerApplier:
     # -- bookkeeping
 
     def close(self) -> None:
+        self._safe_point()
         self._forget_dirs()
         if self.root_fd >= 0:
             os.close(self.root_fd)
@@ -261,21 +253,32 @@ class LayerApplier:
             os.close(fd)
         self._dirs.clear()
 
-    def _remember(self, real: tuple, fd: int) -> None:
+    def _remember(self, real: tuple, fd: int) -> bool:
+        """Cache a directory fd; when the cache is full it is closed at the next safe point."""
+        if len(self._dirs) >= _MAX_CACHED_DIRS:
+            self._loose.append(fd)
+            return False
+        self._dirs[real] = fd
+        return True
+
+    def _safe_point(self) -> None:
+        """Between members, when no fd handed out is in use any more."""
+        for fd in self._loose:
+            os.close(fd)
+        self._loose.clear()
         if len(self._dirs) >= _MAX_CACHED_DIRS:
             self._forget_dirs()
-        self._dirs[real] = fd
 
     @staticmethod
     def _refuse(member: str, why: str):
         raise InvalidArgument(f"layer member {member!r}: {why}")
 
-    def _split(self, name: str, member: str) -> list:
+    def _split(self, name: str, member: str, what: str = "") -> list:
         if name.startswith("/"):
-            self._refuse(member, "absolute path refused")
+            self._refuse(member, f"{what}absolute path refused")
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
-            self._refuse(member, "'..' in the path refused (it would leave the layer)")
+            self._refuse(member, f"{what}'..' in the path refused (it would leave the layer)")
         return parts
 
     # -- safe path resolution
@@ -293,6 +296,7 @@ class LayerApplier:
         real: tuple = ()
         fd = self.root_fd
         links = 0
+        loose = None      # the previous uncached fd of this walk: closed once we moved on
         while todo:
             name = todo.pop(0)
             nxt = real + (name,)
@@ -339,13 +343,17 @@ class LayerApplier:
                 todo = resolved + todo
                 real, fd = (), self.root_fd
                 continue
-            self._remember(nxt, nfd)
+            cached = self._remember(nxt, nfd)
+            if loose is not None:
+                self._loose.remove(loose)
+                os.close(loose)
+            loose = None if cached else nfd
             fd, real = nfd, nxt
         return fd, real
 
     # -- metadata
 
-    def _set_xattrs(self, member: tarfile.TarInfo, target, xattrs: dict, follow: bool) -> None:
+    def _set_xattrs(self, member: Member, target, xattrs: dict, follow: bool) -> None:
         for key, value in xattrs.items():
             try:
                 os.setxattr(target, key, value, follow_symlinks=follow)
@@ -358,7 +366,8 @@ class LayerApplier:
 
     # -- members
 
-    def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def apply(self, tar: TarReader, member: Member) -> None:
+        self._safe_point()
         name = member.name
         parts = self._split(name, name)
         if not parts:
@@ -391,11 +400,14 @@ class LayerApplier:
             else:
                 remove_entry(pfd, base)
                 if stat.S_ISDIR(st.st_mode):
+                    # Cached fds below it are stale now (and may be reused numbers).
                     self._forget_dirs()
                     pfd, preal = self._walk(parts[:-1], name, create=True)
+                    if link_source is not None:
+                        link_source = self._link_source(member)
         self._unpacked.add(real)
         if member.isreg():
-            self._file(tf, member, pfd, base)
+            self._file(tar, member, pfd, base)
         elif member.isdir():
             self._dir(member, pfd, base, real)
         elif member.issym():
@@ -408,9 +420,9 @@ class LayerApplier:
         else:
             self._refuse(name, f"unsupported tar member type {member.type!r}")
 
-    def _link_source(self, member: tarfile.TarInfo):
+    def _link_source(self, member: Member):
         target = member.linkname
-        parts = self._split(target, member.name)
+        parts = self._split(target, member.name, f"hardlink target {target!r}: ")
         if not parts:
             self._refuse(member.name, f"hardlink to {target!r} refused")
         found = self._walk(parts[:-1], member.name, create=False)
@@ -425,19 +437,15 @@ class LayerApplier:
             self._refuse(member.name, f"hardlink to the directory {target!r} refused")
         return lfd, parts[-1], (st.st_dev, st.st_ino)
 
-    def _file(self, tf, member, pfd: int, base: str) -> None:
+    def _file(self, tar: TarReader, member: Member, pfd: int, base: str) -> None:
         fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
-            src = tf.extractfile(member)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = src.readinto(buf)
-                if not n:
-                    break
-                done = 0
-                while done < n:
-                    done += os.write(fd, view[done:n])
+            for chunk in tar.data(member):
+                n = os.write(fd, chunk)
+                if n < len(chunk):
+                    view = memoryview(chunk)
+                    while n < len(chunk):
+                        n += os.write(fd, view[n:])
             os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o7777)
             self._set_xattrs(member, fd, _xattrs(member), True)
@@ -493,7 +501,7 @@ class LayerApplier:
 
     # -- whiteouts
 
-    def _whiteout(self, parent: list, base: str, member: tarfile.TarInfo) -> None:
+    def _whiteout(self, parent: list, base: str, member: Member) -> None:
         name = member.name
         if base == WHITEOUT_OPAQUE:
             if self.mode == "overlay":
@@ -502,8 +510,8 @@ class LayerApplier:
                 os.setxattr(pfd, "trusted.overlay.opaque", b"y")
             else:
                 found = self._walk(parent, name, create=False)
-                if found is not None:
-                    self._prune_opaque(found[0], found[1])
+                if found is not None and self._prune_opaque(found[0], found[1]):
+                    self._forget_dirs()
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): nothing to apply
@@ -537,8 +545,9 @@ class LayerApplier:
             if stat.S_ISDIR(st.st_mode):
                 self._forget_dirs()
 
-    def _prune_opaque(self, fd: int, real: tuple) -> None:
-        """vfs: remove what this layer did not write under an opaque directory."""
+    def _prune_opaque(self, fd: int, real: tuple) -> bool:
+        """vfs: remove what this layer did not write under an opaque directory. True when a
+        directory went (the caller then drops the fd cache)."""
         self._unpacked.add(real)
         with os.scandir(fd) as it:
             entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
@@ -551,17 +560,17 @@ class LayerApplier:
             elif is_dir:
                 cfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 try:
-                    self._prune_opaque(cfd, path)
+                    removed_dir = self._prune_opaque(cfd, path) or removed_dir
                 finally:
                     os.close(cfd)
-        if removed_dir:
-            self._forget_dirs()
+        return removed_dir
 
     # -- end
 
     def finish(self) -> None:
         """Directory times, deepest first (writing inside a directory changes its mtime)."""
         for real, ns in sorted(self._dir_times, key=lambda item: -len(item[0])):
+            self._safe_point()
             if not real:
                 os.utime(self.root_fd, ns=(ns, ns))
                 continue
@@ -581,16 +590,9 @@ def apply_tar(reader, root, whiteouts: str = "overlay") -> int:
     """Untar the uncompressed stream `reader` into the directory `root`; the content size."""
     applier = LayerApplier(root, whiteouts)
     try:
-        try:
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tf:
-                for member in tf:
-                    applier.apply(tf, member)
-        except tarfile.ReadError as exc:
-            if "empty file" in str(exc):
-                return 0
-            raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from None
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from None
+        tar = TarReader(reader)
+        for member in tar:
+            applier.apply(tar, member)
         applier.finish()
         return applier.size
     finally:
@@ -598,13 +600,13 @@ def apply_tar(reader, root, whiteouts: str = "overlay") -> int:
 
 
 def unpack_stream(stream: BinaryIO, root, media_type: str | None = None,
-                  whiteouts: str = "overlay") -> dict:
+                  whiteouts: str = "overlay", algorithm: str = "sha256") -> dict:
     """Decompress, hash and apply a layer stream to `root` in one pass.
 
     Returns {"diff_id", "digest" (of the bytes read), "size" (file content), "tar_size",
     "compression"}.
     """
-    compressed = HashReader(stream)
+    compressed = HashReader(stream, algorithm)
     plain, kind = decompressed(compressed, media_type)
     diff = HashReader(plain)
     size = apply_tar(diff, root, whiteouts)

@@ -350,7 +350,11 @@ class Puller:
             self._wait(dl)
             raw = self.store.open(job.desc.digest)
         else:
-            raw = FollowReader(dl, self.cancelled)
+            try:
+                raw = FollowReader(dl, self.cancelled)
+            except FileNotFoundError:       # committed (renamed) just now
+                self._wait(dl)
+                raw = self.store.open(job.desc.digest)
         short, total = job.desc.short, job.desc.size
         stream = CountingReader(raw, lambda n: self.out.update("Extracting", short, n, total))
         try:
@@ -382,6 +386,7 @@ class Puller:
         desc = job.desc
         try:
             self.graph.lease_add(lease, desc.digest)
+            self.graph.lease_add(lease, f"ingest:{desc.digest}")   # the partial download
             if self.store.has(desc.digest):
                 self.out.status("Download complete", desc.short)
                 job.set(state="done", written=desc.size)

@@ -2,7 +2,7 @@
 //! every failure raises `ContainerError` with the runtime's message (step, path, errno).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -19,20 +19,48 @@ fn root_or_default(root: Option<PathBuf>) -> PathBuf {
     root.unwrap_or_else(|| PathBuf::from(state::DEFAULT_ROOT))
 }
 
+/// Shared by the threads of the caller: calls that only look at the container (kill, state,
+/// exec, ...) share the lock, and `wait` blocks with no lock held, so one thread can wait for
+/// or exec in a container while another stops it. id, pid and bundle never change: they are
+/// copied out so reading them never waits for the lock with the GIL held.
 #[pyclass(module = "sampan._runtime", name = "Container")]
 struct PyContainer {
-    inner: Mutex<Container>,
+    inner: RwLock<Container>,
+    id: String,
+    pid: i32,
+    bundle: PathBuf,
 }
 
 impl PyContainer {
+    fn new(c: Container) -> Self {
+        PyContainer {
+            id: c.id().to_string(),
+            pid: c.pid(),
+            bundle: c.state.bundle.clone(),
+            inner: RwLock::new(c),
+        }
+    }
+
     fn with<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Container) -> sampan_runtime::Result<T> + Send,
     ) -> PyResult<T> {
         py.allow_threads(|| {
-            let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = self.inner.write().unwrap_or_else(|p| p.into_inner());
             f(&mut c)
+        })
+        .map_err(err)
+    }
+
+    fn with_ref<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Container) -> sampan_runtime::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.allow_threads(|| {
+            let c = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            f(&c)
         })
         .map_err(err)
     }
@@ -60,33 +88,29 @@ impl PyContainer {
             preserve_fds,
         };
         let c = py.allow_threads(|| Container::create(&opts)).map_err(err)?;
-        Ok(PyContainer {
-            inner: Mutex::new(c),
-        })
+        Ok(PyContainer::new(c))
     }
 
     #[staticmethod]
     #[pyo3(signature = (container_id, root=None))]
     fn load(container_id: String, root: Option<PathBuf>) -> PyResult<Self> {
         let c = Container::load(&root_or_default(root), &container_id).map_err(err)?;
-        Ok(PyContainer {
-            inner: Mutex::new(c),
-        })
+        Ok(PyContainer::new(c))
     }
 
     #[getter]
     fn id(&self) -> String {
-        self.inner.lock().unwrap().id().to_string()
+        self.id.clone()
     }
 
     #[getter]
     fn pid(&self) -> i32 {
-        self.inner.lock().unwrap().pid()
+        self.pid
     }
 
     #[getter]
     fn bundle(&self) -> PathBuf {
-        self.inner.lock().unwrap().state.bundle.clone()
+        self.bundle.clone()
     }
 
     fn start(&self, py: Python<'_>) -> PyResult<()> {
@@ -94,41 +118,54 @@ impl PyContainer {
     }
 
     fn wait(&self, py: Python<'_>) -> PyResult<i32> {
+        let watch = self.with_ref(py, |c| Ok(c.exit_watch()))?;
+        if let Some(w) = watch {
+            py.allow_threads(|| w.block());
+        }
         self.with(py, |c| c.wait())
     }
 
     #[pyo3(signature = (sig=15, all=false))]
     fn kill(&self, py: Python<'_>, sig: i32, all: bool) -> PyResult<()> {
-        self.with(py, |c| c.kill(sig, all))
+        self.with_ref(py, |c| c.kill(sig, all))
     }
 
     fn pause(&self, py: Python<'_>) -> PyResult<()> {
-        self.with(py, |c| c.pause())
+        self.with_ref(py, |c| c.pause())
     }
 
     fn resume(&self, py: Python<'_>) -> PyResult<()> {
-        self.with(py, |c| c.resume())
+        self.with_ref(py, |c| c.resume())
     }
 
     /// runc's state JSON, as a string.
     fn state(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| Ok(c.state_value().to_string()))
+        self.with_ref(py, |c| Ok(c.state_value().to_string()))
     }
 
     fn status(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| Ok(c.status().as_str().to_string()))
+        self.with_ref(py, |c| Ok(c.status().as_str().to_string()))
     }
 
     fn stats(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| c.stats().map(|v| v.to_string()))
+        self.with_ref(py, |c| c.stats().map(|v| v.to_string()))
     }
 
     fn ps(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
-        self.with(py, |c| c.pids())
+        self.with_ref(py, |c| c.pids())
     }
 
     #[pyo3(signature = (force=false))]
     fn delete(&self, py: Python<'_>, force: bool) -> PyResult<()> {
+        if force {
+            // An exec waiting in another thread holds the shared lock until its process ends:
+            // end it (and thaw a paused container) before taking the lock exclusively.
+            self.with_ref(py, |c| {
+                let _ = c.kill(9, true); // SIGKILL
+                let _ = c.resume();
+                Ok(())
+            })?;
+        }
         self.with(py, |c| c.delete(force))
     }
 
@@ -152,7 +189,7 @@ impl PyContainer {
             detach,
             preserve_fds,
         };
-        self.with(py, |c| c.exec(&process, &opts))
+        self.with_ref(py, |c| c.exec(&process, &opts))
     }
 }
 

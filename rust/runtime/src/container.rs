@@ -1,7 +1,7 @@
 //! The container lifecycle: create, start, state, kill, pause, resume, exec, wait, delete, run.
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +84,21 @@ impl Child {
             Ok(Some(_)) => Ok(()),
             Err(e) => Err(Error::sys("wait for exec", None, e)),
         }
+    }
+}
+
+/// See [`Container::exit_watch`].
+pub struct ExitWatch(OwnedFd);
+
+impl ExitWatch {
+    /// Block until the process has exited (a pidfd polls readable then).
+    pub fn block(&self) {
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while unsafe { libc::poll(&mut p, 1, -1) } < 0 && crate::error::errno() == libc::EINTR {}
     }
 }
 
@@ -898,6 +913,18 @@ impl Container {
             Some(c) => c.wait(),
             None => wait_foreign(self.state.pid, self.state.pid_start),
         }
+    }
+
+    /// A handle to block on until the init exits, without reaping it and without `&mut self`:
+    /// a caller sharing the Container between threads blocks on it with no lock held (so other
+    /// threads can kill or inspect the container meanwhile), then calls `wait`. None when the
+    /// init is already gone.
+    pub fn exit_watch(&self) -> Option<ExitWatch> {
+        if !self.init_alive() {
+            return None;
+        }
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.state.pid, 0) } as c_int;
+        (fd >= 0).then(|| ExitWatch(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     pub fn kill(&self, sig: i32, all: bool) -> Result<()> {

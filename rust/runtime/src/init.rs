@@ -529,6 +529,59 @@ fn is_executable(path: *const libc::c_char) -> bool {
     }
 }
 
+/// Close every inherited fd except stdio, the preserved ones and those this child works with.
+/// The clone copied the fd table of a possibly multithreaded process: other threads' sync
+/// sockets, fifos and pipes must not stay open here until this container execs (or forever,
+/// if it is never started), or their peers never see EOF and their starts hang.
+fn close_inherited(p: &Plan, fds: &ChildFds) {
+    let mut keep = [-1 as c_int; 16];
+    let mut n = 0;
+    let used = [fds.sync, fds.fifo, fds.console];
+    for fd in used.into_iter().chain(p.joins.iter().map(|j| j.fd)) {
+        if fd >= 0 && n < keep.len() {
+            keep[n] = fd;
+            n += 1;
+        }
+    }
+    keep[..n].sort_unstable();
+    let mut from = 3 + fds.preserve.max(0);
+    for &k in &keep[..n] {
+        if k >= from {
+            close_fds(from, k - 1);
+            from = k + 1;
+        }
+    }
+    close_fds(from, c_int::MAX);
+}
+
+/// Close fds lo..=hi (nothing when hi < lo).
+fn close_fds(lo: c_int, hi: c_int) {
+    if hi < lo {
+        return;
+    }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            lo as libc::c_uint,
+            hi as libc::c_uint,
+            0,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.9 have no close_range.
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    let max = rl.rlim_cur.min(65536) as c_int;
+    for fd in lo..=hi.min(max) {
+        close(fd);
+    }
+}
+
 /// Mark every fd above the preserved ones close-on-exec.
 fn cloexec_from(first: c_int) {
     const CLOSE_RANGE_CLOEXEC: c_int = 1 << 2;
@@ -665,6 +718,7 @@ fn exec(p: &ProcessPlan, fds: &ChildFds) -> ! {
 pub unsafe fn container_init(p: &Plan, fds: &ChildFds) -> ! {
     // Die with the creating thread until the container is created; cleared below.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    close_inherited(p, fds);
     libc::umask(0);
     wait_go(fds);
     let mut hook_state = [0u8; sync::HOOK_STATE_MAX];
@@ -777,6 +831,7 @@ unsafe fn run_start_hooks(p: &Plan, fds: &ChildFds, state: &[u8]) {
 /// As for `container_init`.
 pub unsafe fn exec_init(p: &Plan, fds: &ChildFds) -> ! {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    close_inherited(p, fds);
     wait_go(fds);
     enter_namespaces(p, fds);
     check(fds, Step::Setsid, 0, libc::setsid());
