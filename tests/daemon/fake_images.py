@@ -165,7 +165,9 @@ class FakeGraph:
                 ti = tarfile.TarInfo(f"{iid[7:]}.json")
                 ti.size = len(data)
                 tf.addfile(ti, io.BytesIO(data))
-                manifest.append({"Config": f"{iid[7:]}.json", "RepoTags": [_familiar(n)]})
+                by_id = n.removeprefix("sha256:") in iid
+                manifest.append({"Config": f"{iid[7:]}.json",
+                                 "RepoTags": None if by_id else [_familiar(n)]})
             m = json.dumps(manifest).encode()
             ti = tarfile.TarInfo("manifest.json")
             ti.size = len(m)
@@ -198,8 +200,11 @@ class FakeGraph:
             raise InvalidArgument("invalid archive: no manifest.json")
         out = []
         for entry in manifest:
+            cfg = configs.get(entry["Config"], {})
+            if not entry.get("RepoTags"):
+                iid = self.add(None, size=cfg.get("Size", 1000), seed=cfg.get("Id"))
+                out.append(f"Loaded image ID: {iid}")
             for t in entry.get("RepoTags") or []:
-                cfg = configs.get(entry["Config"], {})
                 self.add(t, size=cfg.get("Size", 1000), seed=cfg.get("Id"))
                 out.append(f"Loaded image: {_familiar(t)}")
         return out

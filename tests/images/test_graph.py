@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -483,3 +484,22 @@ def test_kill_at_random_points_leaves_a_consistent_store(make_graph, data_root):
     g.gc(ingest_max_age=0)
     assert g.list() == [] and os.listdir(g.snapshots) == []
     assert list(g.store.blobs()) == []
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed")
+def test_save_and_load_interoperate_with_skopeo(graph, bb, make_graph, tmp_path):
+    saved = tmp_path / "saved.tar"
+    saved.write_bytes(b"".join(graph.save(["busybox:latest"])))
+    # skopeo reads what save wrote, as a docker-archive and as an OCI archive.
+    for transport in ("docker-archive", "oci-archive"):
+        out = subprocess.run(["skopeo", "inspect", "--config", f"{transport}:{saved}"],
+                             check=True, capture_output=True, text=True).stdout
+        assert json.loads(out)["rootfs"]["diff_ids"] == bb.diff_ids
+    # … and save loads what skopeo wrote.
+    theirs = tmp_path / "skopeo.tar"
+    subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{saved}",
+                    f"docker-archive:{theirs}:example.com/bb:copied"], check=True)
+    fresh = make_graph(root=tmp_path / "fresh")
+    assert fresh.load(theirs.open("rb")) == ["Loaded image: example.com/bb:copied"]
+    assert fresh.inspect("example.com/bb:copied")["RootFS"]["Layers"] == bb.diff_ids
+    assert fresh.check() == []

@@ -398,29 +398,25 @@ def _find_close(text: str, start: int) -> int:
 
 
 def _go_float(f: float) -> str:
-    """Go's %v for float64 (shortest representation, exponent outside [1e-4, 1e21))."""
+    """Go's %v for float64: the shortest digits, in exponent form when the exponent is < -4 or
+    >= 6 (so 4261375.0 prints as 4.261375e+06, as Go does)."""
+    from decimal import Decimal
+
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
         return "+Inf" if f > 0 else "-Inf"
-    if f == int(f) and abs(f) < 1e21:
-        return str(int(f))
-    r = repr(f)
-    mant, _, exp = r.partition("e")
-    e = int(exp) if exp else 0
-    digits = mant.replace("-", "").replace(".", "").lstrip("0") or "0"
-    # decimal exponent of the leading digit
-    if exp:
-        lead = e
-    else:
-        ip, _, fp = mant.lstrip("-").partition(".")
-        lead = len(ip.lstrip("0")) - 1 if ip.strip("0") else -(len(fp) - len(fp.lstrip("0")) + 1)
-    if lead < -4 or lead >= 21:
-        d = digits.rstrip("0") or "0"
-        s = d[0] + ("." + d[1:] if len(d) > 1 else "")
-        sign = "-" if f < 0 else ""
-        return f"{sign}{s}e{'-' if lead < 0 else '+'}{abs(lead):02d}"
-    return format(f, "f").rstrip("0").rstrip(".") if "e" in r else r
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    d = Decimal(repr(abs(f))).normalize()
+    _, digits, exp = d.as_tuple()
+    lead = len(digits) - 1 + int(exp)
+    sign = "-" if f < 0 else ""
+    if lead < -4 or lead >= 6:
+        ds = "".join(map(str, digits))
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{sign}{mant}e{'-' if lead < 0 else '+'}{abs(lead):02d}"
+    return sign + format(d, "f")
 
 
 def to_text(v: Any) -> str:

@@ -286,6 +286,10 @@ def show_info(format_: str | None) -> None:
 # --------------------------------------------------------------------------- system df
 
 
+def _hs(n: int) -> str:
+    return fmt.human_size(n, precision=4)  # docker's units.HumanSize here
+
+
 def df_summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     images = data.get("Images") or []
     layers = int(data.get("LayersSize") or 0)
@@ -310,16 +314,16 @@ def df_summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     bsize = sum(int(b.get("Size") or 0) for b in cache)
     return [
         {"Type": "Images", "TotalCount": str(len(images)), "Active": str(len(active)),
-         "Size": fmt.human_size(layers),
-         "Reclaimable": fmt.human_size(reclaim) + pct(reclaim, layers)},
+         "Size": _hs(layers),
+         "Reclaimable": _hs(reclaim) + pct(reclaim, layers)},
         {"Type": "Containers", "TotalCount": str(len(containers)), "Active": str(len(crun)),
-         "Size": fmt.human_size(csize),
-         "Reclaimable": fmt.human_size(creclaim) + pct(creclaim, csize)},
+         "Size": _hs(csize),
+         "Reclaimable": _hs(creclaim) + pct(creclaim, csize)},
         {"Type": "Local Volumes", "TotalCount": str(len(vols)), "Active": str(len(vactive)),
-         "Size": fmt.human_size(vsize),
-         "Reclaimable": fmt.human_size(vreclaim) + pct(vreclaim, vsize)},
+         "Size": _hs(vsize),
+         "Reclaimable": _hs(vreclaim) + pct(vreclaim, vsize)},
         {"Type": "Build Cache", "TotalCount": str(len(cache)), "Active": "0",
-         "Size": fmt.human_size(bsize), "Reclaimable": fmt.human_size(bsize)},
+         "Size": _hs(bsize), "Reclaimable": _hs(bsize)},
     ]
 
 

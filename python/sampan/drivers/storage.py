@@ -20,12 +20,6 @@ from pathlib import Path
 
 from sampan.errors import InvalidArgument, SampanError
 
-OVERLAYFS_MAGIC = 0x794C7630
-TMPFS_MAGIC = 0x01021994
-_FS_NAMES = {OVERLAYFS_MAGIC: "overlayfs", TMPFS_MAGIC: "tmpfs", 0x9123683E: "btrfs",
-             0xEF53: "ext4", 0x58465342: "xfs", 0x2FC12FC1: "zfs", 0x73717368: "squashfs",
-             0x24051905: "ubifs", 0x6A656A63: "fakeowner"}
-
 
 def _mounted(path: Path) -> bool:
     target = os.path.realpath(path)

@@ -300,6 +300,7 @@ class Graph:
         with self._gc_lock.share():
             tmp = self.snapshots / f".tmp-{uuid.uuid4().hex}"
             tmp.mkdir(mode=0o700)
+            final = None
             try:
                 fs = tmp / "fs"
                 self.driver.new_layer(parent_fs, fs)
@@ -323,15 +324,15 @@ class Graph:
                     if lease:
                         self._lease_add(c, lease, chain)
                     self._add_layer_blob(c, res["diff_id"], res["digest"], mt,
-                                         None)
+                                         res["blob_size"])
                     if c.one("SELECT 1 FROM layers WHERE chain_id=?", (chain,)):
                         rmtree(tmp)
                         r = c.one("SELECT * FROM layers WHERE chain_id=?", (chain,))
                         return LayerInfo(chain, r["diff_id"], r["size"], res["digest"],
                                          r["tar_size"])
+                    if self._layer_dir(chain).exists():
+                        rmtree(self._layer_dir(chain))     # unrecorded: a crash's leftover
                     final = self._layer_dir(chain)
-                    if final.exists():
-                        rmtree(final)
                     os.rename(tmp, final)
                     fsync_dir(self.snapshots)
                     c.execute("INSERT INTO layers (chain_id, diff_id, parent, size, tar_size, "
@@ -343,6 +344,8 @@ class Graph:
                                  res["tar_size"])
             except BaseException:
                 rmtree(tmp)
+                if final is not None:      # renamed but not recorded: the tx rolled back
+                    rmtree(final)
                 raise
 
     @staticmethod
@@ -386,11 +389,13 @@ class Graph:
             raise InvalidArgument(f"image config {config_digest} is not JSON: {exc}") from None
         if not isinstance(config, dict):
             raise InvalidArgument(f"image config {config_digest} is not a JSON object")
-        rootfs = config.get("rootfs") or {}
+        rootfs = config.get("rootfs") if isinstance(config.get("rootfs"), dict) else {}
         if rootfs.get("type", "layers") != "layers":
             raise InvalidArgument(f"image config {config_digest}: unsupported rootfs type "
                                   f"{rootfs.get('type')!r}")
         diff_ids = rootfs.get("diff_ids") or []
+        if not isinstance(diff_ids, list):
+            raise InvalidArgument(f"image config {config_digest}: rootfs.diff_ids is not a list")
         for d in diff_ids:
             check_digest(d)
         chains = chain_ids(diff_ids)
@@ -412,8 +417,8 @@ class Graph:
         if isinstance(ref, str):
             ref = _reference().parse(ref)
         image_id = config_digest
-        cfg = config.get("config") or {}
-        labels = cfg.get("Labels") or {}
+        cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
+        labels = cfg.get("Labels") if isinstance(cfg.get("Labels"), dict) else {}
         with self.db.tx() as c:
             layers = []
             for ch in chains:
@@ -687,6 +692,8 @@ class Graph:
         out = []
         i = 0
         for h in config.get("history") or []:
+            if not isinstance(h, dict):
+                continue
             size = 0
             if not h.get("empty_layer"):
                 if i < len(chains):
@@ -993,7 +1000,7 @@ _CONFIG_DEFAULTS = {
 
 
 def _container_config(cfg) -> dict | None:
-    if cfg is None:
+    if not isinstance(cfg, dict):
         return None
     out = dict(_CONFIG_DEFAULTS)
     out.update(cfg)

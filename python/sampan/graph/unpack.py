@@ -604,7 +604,7 @@ def unpack_stream(stream: BinaryIO, root, media_type: str | None = None,
     """Decompress, hash and apply a layer stream to `root` in one pass.
 
     Returns {"diff_id", "digest" (of the bytes read), "size" (file content), "tar_size",
-    "compression"}.
+    "compression", "blob_size" (bytes read)}.
     """
     compressed = HashReader(stream, algorithm)
     plain, kind = decompressed(compressed, media_type)
@@ -613,4 +613,4 @@ def unpack_stream(stream: BinaryIO, root, media_type: str | None = None,
     diff.drain()
     compressed.drain()
     return {"diff_id": diff.digest(), "digest": compressed.digest(), "size": size,
-            "tar_size": diff.count, "compression": kind}
+            "tar_size": diff.count, "compression": kind, "blob_size": compressed.count}

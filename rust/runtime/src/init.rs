@@ -520,6 +520,40 @@ fn send_fd(sock: c_int, fd: c_int, name: &[u8]) -> Result<(), c_int> {
     Ok(())
 }
 
+/// Credentials through raw syscalls. libc's set*id wrappers (glibc's setxid broadcast, musl's
+/// __synccall) apply the change to every thread they know of; after a clone of a multithreaded
+/// process those threads do not exist in the child, and the wrapper can wait for one of them
+/// forever (seen when another thread was starting or exiting at clone time).
+mod raw_ids {
+    use libc::{c_int, c_long, gid_t, uid_t};
+
+    // 32-bit arm and x86 keep 16-bit ids in the plain syscalls.
+    #[cfg(any(target_arch = "arm", target_arch = "x86"))]
+    const NR: [c_long; 3] = [
+        libc::SYS_setgroups32,
+        libc::SYS_setresgid32,
+        libc::SYS_setresuid32,
+    ];
+    #[cfg(not(any(target_arch = "arm", target_arch = "x86")))]
+    const NR: [c_long; 3] = [
+        libc::SYS_setgroups,
+        libc::SYS_setresgid,
+        libc::SYS_setresuid,
+    ];
+
+    pub fn setgroups(groups: &[gid_t]) -> c_int {
+        unsafe { libc::syscall(NR[0], groups.len(), groups.as_ptr()) as c_int }
+    }
+
+    pub fn setresgid(g: gid_t) -> c_int {
+        unsafe { libc::syscall(NR[1], g, g, g) as c_int }
+    }
+
+    pub fn setresuid(u: uid_t) -> c_int {
+        unsafe { libc::syscall(NR[2], u, u, u) as c_int }
+    }
+}
+
 fn is_executable(path: *const libc::c_char) -> bool {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     unsafe {
@@ -642,14 +676,9 @@ fn finalize_process(p: &ProcessPlan, fds: &ChildFds) {
         }
         libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
         let chdir_early = libc::chdir(p.cwd.as_ptr()) == 0;
-        check(
-            fds,
-            Step::SetGroups,
-            0,
-            libc::setgroups(p.groups.len(), p.groups.as_ptr()),
-        );
-        check(fds, Step::SetGid, 0, libc::setresgid(p.gid, p.gid, p.gid));
-        check(fds, Step::SetUid, 0, libc::setresuid(p.uid, p.uid, p.uid));
+        check(fds, Step::SetGroups, 0, raw_ids::setgroups(&p.groups));
+        check(fds, Step::SetGid, 0, raw_ids::setresgid(p.gid));
+        check(fds, Step::SetUid, 0, raw_ids::setresuid(p.uid));
         libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
         if !chdir_early {
             check(fds, Step::Chdir, 0, libc::chdir(p.cwd.as_ptr()));
@@ -847,8 +876,8 @@ pub unsafe fn exec_init(p: &Plan, fds: &ChildFds) -> ! {
 unsafe fn enter_namespaces(p: &Plan, fds: &ChildFds) {
     if p.new_user_ns {
         // Become root of the new user namespace now that the parent wrote the maps.
-        check(fds, Step::BecomeRoot, 0, libc::setresgid(0, 0, 0));
-        check(fds, Step::BecomeRoot, 1, libc::setresuid(0, 0, 0));
+        check(fds, Step::BecomeRoot, 0, raw_ids::setresgid(0));
+        check(fds, Step::BecomeRoot, 1, raw_ids::setresuid(0));
     }
     for (i, j) in p.joins.iter().enumerate() {
         if j.nstype == libc::CLONE_NEWPID {
