@@ -18,9 +18,14 @@ runtime, the ratios sampan/crun and sampan/runc, the size of the extension modul
 RSS of a process that only imports ``sampan.runtime``.
 
 Run as root: ``python3 benches/run_compare.py [-n N]``. On a host whose cgroups are a v1/v2
-hybrid with hugetlb on the v2 side, crun refuses to run; ``--fix-crun-hugetlb`` binds hugetlb to
-a v1 hierarchy for the duration of the benchmark (and undoes it afterwards), otherwise crun is
-reported as unavailable with its error.
+hybrid with hugetlb on the v2 side, crun refuses to run and is reported as unavailable with its
+error, unless one of:
+
+- ``--fix-crun-hugetlb`` binds hugetlb to a v1 hierarchy for the duration of the benchmark and
+  undoes it afterwards (a change to the whole host: containers started meanwhile by anybody
+  join that hierarchy);
+- ``--private-v1`` runs the whole benchmark in a mount namespace of its own where the cgroup2
+  mount is detached, so that every runtime sees a pure v1 layout (nothing changes on the host).
 """
 
 from __future__ import annotations
@@ -396,6 +401,30 @@ class HugetlbFix:
         return False
 
 
+def enter_private_v1() -> str:
+    """Move this process (and so every runtime it starts) into a mount namespace of its own in
+    which the cgroup2 mounts under /sys/fs/cgroup are detached: a pure v1 layout that crun
+    accepts. Nothing changes outside this process; returns the detached mount points."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, mnt_detach = 0x00020000, 0x4000, 0x40000, 2
+    if libc.unshare(clone_newns) != 0:
+        err = ctypes.get_errno()
+        raise BenchError(f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    if libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
+        err = ctypes.get_errno()
+        raise BenchError(f"mount --make-rprivate /: {os.strerror(err)}")
+    gone = []
+    for mnt, fstype, _ in reversed(_mountinfo()):
+        if fstype == "cgroup2" and mnt.startswith(str(CGROUP)):
+            if libc.umount2(mnt.encode(), mnt_detach) != 0:
+                err = ctypes.get_errno()
+                raise BenchError(f"umount {mnt}: {os.strerror(err)}")
+            gone.append(mnt)
+    return ", ".join(gone) or "nothing"
+
+
 # --------------------------------------------------------------------------- facts
 
 
@@ -512,6 +541,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "hierarchy at /sys/fs/cgroup/hugetlb for the run (undone afterwards)",
     )
     p.add_argument(
+        "--private-v1",
+        action="store_true",
+        help="run everything in a mount namespace of its own without the cgroup2 mount, so "
+        "that every runtime (crun included) sees a pure v1 layout; changes nothing on the host",
+    )
+    p.add_argument(
         "--keep-hugetlb-mount",
         action="store_true",
         help="with --fix-crun-hugetlb: leave hugetlb bound to v1 afterwards",
@@ -522,6 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [r for r in ns.runtimes if r not in ORDER]
     if unknown:
         p.error(f"unknown runtime(s): {', '.join(unknown)}")
+    if ns.private_v1 and ns.fix_crun_hugetlb:
+        p.error("--private-v1 and --fix-crun-hugetlb are two ways to the same end: pick one")
     if ns.n < 1:
         p.error("-n must be at least 1")
     return ns
@@ -541,6 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     fix: HugetlbFix | None = None
     runners: dict[str, Runner] = {}
     layout = cgroup_layout()
+    if args.private_v1:
+        try:
+            gone = enter_private_v1()
+        except BenchError as exc:
+            print(f"run_compare.py: error: {exc}", file=sys.stderr)
+            shutil.rmtree(work, ignore_errors=True)
+            return 1
+        layout += f"; seen by the runtimes: {cgroup_layout()} (--private-v1 detached {gone})"
     try:
         bundle = make_bundle(work / "bundle", ["true"])
         unavailable: dict[str, str] = {}
@@ -563,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name in ("sampan-api", "sampan-cli", "spawn-true"):
                     raise BenchError(f"{name}: exit status {code}: {err}")
                 hint = (
-                    "; try --fix-crun-hugetlb"
+                    "; try --private-v1 or --fix-crun-hugetlb"
                     if name == "crun" and "hybrid" in err and not args.fix_crun_hugetlb
                     else ""
                 )

@@ -31,7 +31,7 @@ REPO = HERE.parent
 PROBE = HERE / "probe.sh"
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-TIMEOUT = 60.0  # seconds any single runtime call may take before the test gives up
+TIMEOUT = 30.0  # seconds any single runtime call may take before the test gives up
 
 
 # --------------------------------------------------------------------------- sampan

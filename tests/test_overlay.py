@@ -12,7 +12,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from sampan import _runtime
 
 ContainerError = _runtime.ContainerError

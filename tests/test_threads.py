@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 import support
 from sampan import runtime as rt
 
@@ -42,7 +41,7 @@ class Spinner:
                 self.stamps.append(now)
                 last = now
 
-    def __enter__(self) -> "Spinner":
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -66,7 +65,7 @@ def in_thread(fn, *args, **kw):
     def target():
         try:
             box["value"] = fn(*args, **kw)
-        except BaseException as exc:  # handed back to the test
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
             box["error"] = exc
 
     t = threading.Thread(target=target, daemon=True)
@@ -129,7 +128,7 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
                 cid = new_id(f"thr{i}")
                 b = shared if n % 2 == 0 else own[i]
                 statuses[cid] = rt.run(cid, b, root=roots[i])
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append((i, exc))
 
     fds_before = fd_table()

@@ -27,8 +27,7 @@ def _familiar(ref: str) -> str:
     if i > name.rfind("/"):
         name, tag = name[:i], name[i + 1:]
     for p in ("docker.io/library/", "docker.io/"):
-        if name.startswith(p):
-            name = name[len(p):]
+        name = name.removeprefix(p)
     return f"{name}:{tag}"
 
 
@@ -182,18 +181,18 @@ class FakeGraph:
 
     def load(self, stream) -> list[str]:
         try:
-            tf = tarfile.open(fileobj=stream, mode="r|")
             manifest = None
             configs = {}
-            for member in tf:
-                f = tf.extractfile(member)
-                if f is None:
-                    continue
-                data = f.read()
-                if member.name == "manifest.json":
-                    manifest = json.loads(data)
-                elif member.name.endswith(".json"):
-                    configs[member.name] = json.loads(data)
+            with tarfile.open(fileobj=stream, mode="r|") as tf:
+                for member in tf:
+                    f = tf.extractfile(member)
+                    if f is None:
+                        continue
+                    data = f.read()
+                    if member.name == "manifest.json":
+                        manifest = json.loads(data)
+                    elif member.name.endswith(".json"):
+                        configs[member.name] = json.loads(data)
         except (tarfile.TarError, ValueError, EOFError) as e:
             raise InvalidArgument(f"invalid archive: {e}") from None
         if manifest is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sampan.cli import format as fmt
 
 DATA = {
@@ -36,8 +35,8 @@ DATA = {
     ("{{join .RepoTags \", \"}}", "busybox:latest, busybox:1.36"),
     ("{{index .RepoTags 1}}", "busybox:1.36"),
     ("{{index .Config.Labels \"a\"}}", "1"),
-    ("{{index . \"Config\" | json}}", '{"Env":["PATH=/bin","A=1"],"Labels":{"a":"1","b":"2"},'
-                                      '"User":""}'),
+    ("{{index . \"Config\" | json}}", ('{"Env":["PATH=/bin","A=1"],"Labels":{"a":"1","b":"2"},'
+                                      '"User":""}')),
     ("{{range .RepoTags}}[{{.}}]{{end}}", "[busybox:latest][busybox:1.36]"),
     ("{{range $i, $t := .RepoTags}}{{$i}}={{$t}};{{end}}", "0=busybox:latest;1=busybox:1.36;"),
     ("{{range $k, $v := .Config.Labels}}{{$k}}{{$v}}{{end}}", "a1b2"),

@@ -49,6 +49,13 @@ def test_list_filters(shared_daemon, filters, expect):
     assert sorted(t for i in imgs for t in i["RepoTags"]) == expect
 
 
+def test_fields_follow_the_api_version(shared_daemon):
+    _, old = shared_daemon.json("GET", "/v1.43/images/json")
+    _, new = shared_daemon.json("GET", "/v1.44/images/json")
+    assert all(i["VirtualSize"] == i["Size"] for i in old)
+    assert all("VirtualSize" not in i for i in new)
+
+
 def test_dangling_filter_finds_untagged(shared_daemon):
     q = quote(json.dumps({"dangling": ["true"]}))
     st, imgs = shared_daemon.json("GET", f"/images/json?all=1&filters={q}")

@@ -278,7 +278,7 @@ def show_info(format_: str | None) -> None:
         out.append(" Registry Mirrors:")
         out += [f"  {x}" for x in mirrors]
     out.append(f" Live Restore Enabled: {str(bool(g('LiveRestoreEnabled'))).lower()}")
-    click.echo("\n".join(out) + "\n")
+    click.echo("\n".join(line.rstrip() for line in out) + "\n")
     for w in g("Warnings") or []:
         click.echo(w, err=True)
 

@@ -66,15 +66,16 @@ class Engine:
     # ---------------------------------------------------------------- the image service
 
     def start(self) -> None:
-        """Open the image store at start-up (the graph: recovery and driver detection happen
-        now); the registry side is imported on first use."""
+        """Nothing is imported or opened here: the image store (the graph: ~9 MiB of imports
+        with hashlib, sqlite3 and ctypes) opens on the first request that needs it, the
+        registry client (requests, ssl: ~13 MiB) on the first pull/push/login. An idle daemon
+        stays small. The test hook's factory is built now."""
         if self._factory is not None:
             self.images  # noqa: B018 - build it now
             return
-        try:
-            self.graph  # noqa: B018
-        except ServiceUnavailable as e:
-            log.warning("%s", e)
+        driver = self.config.storage_driver
+        if driver is not None and driver not in ("overlay", "overlay2", "overlayfs", "vfs"):
+            raise ValueError(f"unknown storage driver {driver!r} (overlay or vfs)")
 
     def _open_graph(self) -> Any:
         if self._graph is not None:
@@ -126,6 +127,21 @@ class Engine:
         with self._lock:
             return self._open_graph()
 
+    def on_graph(self, method: str, *args: Any, **kw: Any) -> asyncio.Future:
+        """`graph.<method>(*args, **kw)` in a worker thread (opening the graph there too)."""
+        return blocking(lambda: getattr(self.graph, method)(*args, **kw))
+
+    def on_images(self, method: str, *args: Any, missing: str | None = None, **kw: Any) -> Any:
+        """A callable running `images.<method>` (building the ImageService on first use), for
+        a worker thread."""
+        def call(*more: Any) -> Any:
+            fn = getattr(self.images, method, None)
+            if fn is None:
+                raise ServiceUnavailable(missing or f"the image service cannot {method} yet")
+            return fn(*args, *more, **kw)
+        call.__name__ = method
+        return call
+
     def graph_if_open(self) -> Any:
         """The graph, or None when there is none (for /info: never fails)."""
         try:
@@ -151,6 +167,17 @@ class Engine:
 # --------------------------------------------------------------------------- blocking work
 
 
+_workers: set[threading.Thread] = set()
+
+
+def wait_workers(timeout: float) -> int:
+    """At shutdown: give running blocking calls `timeout` seconds to end; how many still run."""
+    deadline = time.monotonic() + timeout
+    for t in list(_workers):
+        t.join(max(0.0, deadline - time.monotonic()))
+    return sum(1 for t in _workers if t.is_alive())
+
+
 def blocking(fn: Callable[..., Any], *args: Any, **kw: Any) -> asyncio.Future:
     """Run `fn` in a new daemon thread (gone when done: no idle pool); an awaitable result."""
     loop = asyncio.get_running_loop()
@@ -166,16 +193,22 @@ def blocking(fn: Callable[..., Any], *args: Any, **kw: Any) -> asyncio.Future:
 
     def run() -> None:
         try:
-            result = fn(*args, **kw)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-            if loop.is_closed():
+            try:
+                result = fn(*args, **kw)
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(settle, False, e)
                 return
-            loop.call_soon_threadsafe(settle, False, e)
-            return
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(settle, True, result)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(settle, True, result)
+        except RuntimeError:
+            pass  # the loop closed meanwhile (shutdown)
+        finally:
+            _workers.discard(threading.current_thread())
 
-    threading.Thread(target=run, name=getattr(fn, "__name__", "work"), daemon=True).start()
+    t = threading.Thread(target=run, name=getattr(fn, "__name__", "work"), daemon=True)
+    _workers.add(t)
+    t.start()
     return fut
 
 

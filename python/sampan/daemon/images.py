@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sampan.daemon.engine import Engine, SyncBody, blocking, iterate_in_thread, normalize_auth
-from sampan.daemon.router import Router
+from sampan.daemon.router import Router, api_at_least
 from sampan.daemon.server import (
     HTTPError,
     Request,
@@ -33,6 +33,7 @@ def register(r: Router) -> None:
     r.add("POST", "/images/load", images_load)
     r.add("GET", "/images/get", images_get)
     r.add("POST", "/images/prune", images_prune)
+    r.add("GET", "/images/search", images_search)
     r.add("GET", "/images/{name:.+}/json", image_inspect)
     r.add("GET", "/images/{name:.+}/history", image_history)
     r.add("POST", "/images/{name:.+}/tag", image_tag)
@@ -153,6 +154,19 @@ async def _progress_stream(eng: Engine, fn: Any, *args: Any) -> StreamResponse:
     return StreamResponse(chunks())
 
 
+def for_version(req: Request, image: dict[str, Any], inspect: bool = False) -> dict[str, Any]:
+    """Fields as the requested API version has them: VirtualSize went in 1.44; Container and
+    ContainerConfig left image inspect in 1.45."""
+    if api_at_least(req, "1.44"):
+        image.pop("VirtualSize", None)
+    elif "Size" in image:
+        image.setdefault("VirtualSize", image["Size"])
+    if inspect and api_at_least(req, "1.45"):
+        image.pop("Container", None)
+        image.pop("ContainerConfig", None)
+    return image
+
+
 def _has_tag_or_digest(name: str) -> bool:
     return "@" in name or ":" in name.rsplit("/", 1)[-1]
 
@@ -174,9 +188,9 @@ async def images_list(req: Request, eng: Engine) -> Response:
     legacy = req.q("filter")
     if legacy:
         filters.setdefault("reference", []).append(legacy)
-    images = await blocking(eng.graph.list, all=req.qbool("all"), filters=filters or None)
+    images = await eng.on_graph("list", all=req.qbool("all"), filters=filters or None)
     images = sorted(images, key=lambda i: -int(i.get("Created") or 0))
-    return json_response(images)
+    return json_response([for_version(req, dict(i)) for i in images])
 
 
 async def images_create(req: Request, eng: Engine) -> Any:
@@ -192,16 +206,13 @@ async def images_create(req: Request, eng: Engine) -> Any:
             base = base.rsplit(":", 1)[0]
         name = f"{base}@{tag}" if ":" in tag else f"{base}:{tag}"
     elif not _has_tag_or_digest(name):
-        pull_all = getattr(eng.images, "pull_all_tags", None)
-        if pull_all is None:
-            raise HTTPError(501, "pulling all tags of a repository is not supported yet; name "
-                                 "a tag")
-        platform = req.q("platform") or None
+        platform = (req.q("platform") or "").strip() or None
+        pull_all = eng.on_images("pull_all_tags", missing="pulling all tags of a repository "
+                                 "is not supported yet; name a tag")
         return await _progress_stream(eng, pull_all, name, platform, registry_auth(req))
     platform = (req.q("platform") or "").strip() or None
     auth = registry_auth(req)
-    images = eng.images
-    return await _progress_stream(eng, images.pull, name, platform, auth)
+    return await _progress_stream(eng, eng.on_images("pull"), name, platform, auth)
 
 
 async def image_push(req: Request, eng: Engine) -> Any:
@@ -210,16 +221,16 @@ async def image_push(req: Request, eng: Engine) -> Any:
     if tag:
         name = f"{name}:{tag}" if not _has_tag_or_digest(name) else name
     auth = registry_auth(req)
-    images = eng.images
-    return await _progress_stream(eng, images.push, name, auth)
+    return await _progress_stream(eng, eng.on_images("push"), name, auth)
 
 
 async def image_inspect(req: Request, eng: Engine) -> Response:
-    return json_response(await blocking(eng.graph.inspect, req.params["name"]))
+    img = await eng.on_graph("inspect", req.params["name"])
+    return json_response(for_version(req, dict(img), inspect=True))
 
 
 async def image_history(req: Request, eng: Engine) -> Response:
-    return json_response(await blocking(eng.graph.history, req.params["name"]))
+    return json_response(await eng.on_graph("history", req.params["name"]))
 
 
 async def image_tag(req: Request, eng: Engine) -> Response:
@@ -234,19 +245,19 @@ async def image_tag(req: Request, eng: Engine) -> Response:
     ref = reference.parse(text)
     if getattr(ref, "digest", None):
         raise HTTPError(400, "refusing to create a tag with a digest reference")
-    await blocking(eng.graph.tag, req.params["name"], ref)
+    await eng.on_graph("tag", req.params["name"], ref)
     return empty(201)
 
 
 async def image_delete(req: Request, eng: Engine) -> Response:
-    result = await blocking(eng.graph.remove, req.params["name"], force=req.qbool("force"),
+    result = await eng.on_graph("remove", req.params["name"], force=req.qbool("force"),
                             noprune=req.qbool("noprune"))
     return json_response(result)
 
 
 async def images_prune(req: Request, eng: Engine) -> Response:
     filters = parse_filters(req.q("filters"), PRUNE_FILTERS)
-    result = await blocking(eng.graph.prune, filters or None)
+    result = await eng.on_graph("prune", filters or None)
     result.setdefault("ImagesDeleted", None)
     result.setdefault("SpaceReclaimed", 0)
     return json_response(result)
@@ -283,10 +294,14 @@ async def image_get(req: Request, eng: Engine) -> StreamResponse:
     return await _save(eng, [req.params["name"]])
 
 
+async def images_search(req: Request, eng: Engine) -> Response:
+    raise HTTPError(501, "searching registries is not supported yet")
+
+
 async def images_load(req: Request, eng: Engine) -> Response:
     loop = asyncio.get_running_loop()
     body = SyncBody(req.body, loop)
-    loaded = await blocking(eng.graph.load, body)
+    loaded = await eng.on_graph("load", body)
     lines = []
     for item in loaded or []:
         s = str(item)

@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     try:
         cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # traversable: the socket inside is for root and the socket's group
+        cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o711)
         lock_fd = _lock(cfg)
         assert cfg.pidfile is not None
         _check_pidfile(cfg.pidfile)
@@ -316,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 pass
         if engine is not None:
-            engine.close()
+            from sampan.daemon.engine import wait_workers
+
+            left = wait_workers(10.0)
+            if left:
+                log.warning("%d image operation(s) still running at exit", left)
+            else:
+                engine.close()
         if lock_fd is not None:
             os.close(lock_fd)
 

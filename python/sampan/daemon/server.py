@@ -278,6 +278,7 @@ class _Connection:
         self.app = app
         self.common = common_headers
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+        self.busy = False  # inside a request (idle keep-alive connections close at once)
 
     async def next_event(self) -> Any:
         while True:
@@ -314,7 +315,11 @@ class _Connection:
                     return
                 if not isinstance(ev, h11.Request):
                     return
-                keep = await self._one(ev)
+                self.busy = True
+                try:
+                    keep = await self._one(ev)
+                finally:
+                    self.busy = False
                 if not keep:
                     return
                 if self.h11.our_state is h11.MUST_CLOSE or \
@@ -440,17 +445,18 @@ class Server:
         self.app = app
         self.common = common_headers
         self.servers: list[asyncio.base_events.Server] = []
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: dict[asyncio.Task, _Connection] = {}
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        conn = _Connection(reader, writer, self.app, self.common)
         if task is not None:
-            self.tasks.add(task)
+            self.tasks[task] = conn
         try:
-            await _Connection(reader, writer, self.app, self.common).serve()
+            await conn.serve()
         finally:
             if task is not None:
-                self.tasks.discard(task)
+                self.tasks.pop(task, None)
 
     async def listen(self, sock: Any, ssl_ctx: Any = None) -> None:
         import socket
@@ -465,6 +471,9 @@ class Server:
     async def close(self, grace: float = 2.0) -> None:
         for srv in self.servers:
             srv.close()
+        for task, conn in list(self.tasks.items()):
+            if not conn.busy:
+                task.cancel()
         if self.tasks:
             _done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
             for t in pending:

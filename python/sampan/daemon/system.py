@@ -124,17 +124,19 @@ def _registry_config(eng: Engine) -> dict[str, Any]:
             "IndexConfigs": index, "Mirrors": list(cfg.registry_mirrors)}
 
 
-def _image_count(graph: Any) -> int:
+def _graph_and_count(eng: Engine) -> tuple[Any, int]:
+    graph = eng.graph_if_open()
+    if graph is None:
+        return None, 0
     try:
-        return len(graph.list(all=True))
+        return graph, len(graph.list(all=True))
     except Exception:  # noqa: BLE001 - /info reports what it can
-        return 0
+        return graph, 0
 
 
 async def info(req: Request, eng: Engine) -> Response:
     cfg = eng.config
-    graph = eng.graph_if_open()
-    images = await blocking(_image_count, graph) if graph is not None else 0
+    graph, images = await blocking(_graph_and_count, eng)
     warnings = []
     driver, status = "", []
     if graph is not None:
@@ -209,7 +211,11 @@ def _df(graph: Any) -> dict[str, Any]:
 
 
 async def system_df(req: Request, eng: Engine) -> Response:
-    return json_response(await blocking(_df, eng.graph))
+    from sampan.daemon.images import for_version
+
+    data = await blocking(lambda: _df(eng.graph))
+    data["Images"] = [for_version(req, dict(i)) for i in data["Images"]]
+    return json_response(data)
 
 
 async def auth(req: Request, eng: Engine) -> Response:
@@ -220,7 +226,7 @@ async def auth(req: Request, eng: Engine) -> Response:
         body = normalize_auth(body)
     except (TypeError, ValueError) as e:
         raise HTTPError(400, f"invalid AuthConfig: {e}") from None
-    result = await blocking(eng.images.login, body)
+    result = await blocking(eng.on_images("login"), body)
     if not isinstance(result, dict):
         result = {"Status": "Login Succeeded", "IdentityToken": ""}
     return json_response(result)

@@ -61,6 +61,10 @@ fn target_path(root: c_int, t: &Target, create: Create) -> Result<(c_int, PathBu
     }
 }
 
+/// ST_RELATIME from <sys/statvfs.h> (the same on every Linux arch); the libc crate's musl
+/// bindings lack it.
+const ST_RELATIME: c_ulong = 0x1000;
+
 /// The flags a mount already carries that a bind-remount must repeat (the kernel refuses to
 /// drop locked ones in a user namespace, and would silently clear the others).
 fn current_flags(path: &PathBuf) -> c_ulong {
@@ -76,7 +80,7 @@ fn current_flags(path: &PathBuf) -> c_ulong {
         (libc::ST_NOEXEC, libc::MS_NOEXEC),
         (libc::ST_NOATIME, libc::MS_NOATIME),
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (ST_RELATIME, libc::MS_RELATIME),
     ] {
         if f & st_bit != 0 {
             out |= ms;

@@ -10,6 +10,8 @@ mod init;
 pub mod mountopts;
 pub mod overlay;
 pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 pub mod seccomp;
 pub mod state;
 mod sync;
