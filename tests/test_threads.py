@@ -114,8 +114,7 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
     threads, runs = 8, 5
     # One bundle shared by every container (the rootfs is read-only) and one per thread.
     shared = bundle(["sh", "-c", 'test "$(hostname)" = runc && test "$$" = 1'], name="shared")
-    own = [bundle(["sh", "-c", f"test -e /probe.sh && exit {0}"], name=f"own{i}")
-           for i in range(threads)]
+    own = [bundle(["sh", "-c", "test -e /probe.sh"], name=f"own{i}") for i in range(threads)]
     roots = [tmpdir755 / f"state{i}" for i in range(threads)]
     statuses: dict = {}
     errors: list = []
@@ -131,8 +130,19 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append((i, exc))
 
+    def churn():
+        # Threads starting and ending all the time: a child cloned meanwhile inherits libc's
+        # view of them (a libc call there that waits for "all threads" would hang).
+        while not done.is_set():
+            t = threading.Thread(target=lambda: None)
+            t.start()
+            t.join()
+
+    done = threading.Event()
     fds_before = fd_table()
     with Spinner() as spinner:
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
         workers = [threading.Thread(target=worker, args=(i,), daemon=True)
                    for i in range(threads)]
         for w in workers:
@@ -142,6 +152,8 @@ def test_eight_threads_run_containers_concurrently(bundle, tmpdir755, new_id):
         for w in workers:
             w.join(TIMEOUT * 2)
         t1 = time.monotonic()
+        done.set()
+        churner.join(TIMEOUT)
         hung = [w.name for w in workers if w.is_alive()]
         assert not hung, f"threads still running after {TIMEOUT * 2}s: {hung}"
     assert not errors, errors

@@ -1,0 +1,231 @@
+"""A musl CPython for each musl target, built with zig as the C compiler, run under qemu-user.
+
+No distribution ships a musl CPython for soft-float MIPS (what OpenWrt runs), so one is built:
+
+1. musl itself (Debian's `musl` source package), compiled by `zig cc` for the target and
+   installed into a root directory as the dynamic loader (`/lib/ld-musl-<arch>.so.1`, which is
+   also the `libc.so` a wheel's extension names in NEEDED);
+2. CPython 3.11 (Debian's `python3.11` source package, upstream tarball), cross-compiled by
+   `zig cc` against that root, dynamically linked so it can dlopen extensions; the stdlib
+   modules that `Modules/Setup.stdlib` knows are linked in statically (MODULE_BUILDTYPE=static)
+   and setup.py's shared modules are skipped: the proof needs json, struct, os, re, ...
+   nothing with an outside C library.
+
+Each step leaves a `.done` marker in the cache, so only the first run pays (minutes per target).
+Run `python3 scripts/cross/musl.py TARGET...` to build ahead of the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from cross import debian, env as xenv  # noqa: E402
+else:
+    from . import debian, env as xenv
+
+
+@dataclass(frozen=True)
+class MuslTarget:
+    name: str  # as scripts/build-wheels names it
+    zig: str  # zig's target
+    qemu: str  # qemu-user binary
+    loader: str  # musl's dynamic loader name, under /lib
+    host: str  # GNU triple for CPython's configure
+    musl_target: str  # musl's configure --target
+    cflags: list[str] = field(default_factory=list)
+
+
+MUSL_TARGETS = {
+    t.name: t
+    for t in [
+        MuslTarget("x86_64-musl", "x86_64-linux-musl", "qemu-x86_64-static",
+                   "ld-musl-x86_64.so.1", "x86_64-linux-musl", "x86_64-linux-musl"),
+        MuslTarget("aarch64-musl", "aarch64-linux-musl", "qemu-aarch64-static",
+                   "ld-musl-aarch64.so.1", "aarch64-linux-musl", "aarch64-linux-musl"),
+        MuslTarget("armv7-musl", "arm-linux-musleabihf", "qemu-arm-static",
+                   "ld-musl-armhf.so.1", "arm-linux-musleabihf", "arm-linux-musleabihf",
+                   ["-mcpu=generic+v7a"]),
+        MuslTarget("mips-musl", "mips-linux-musleabi", "qemu-mips-static",
+                   "ld-musl-mips-sf.so.1", "mips-linux-musl", "mips-linux-muslsf",
+                   ["-msoft-float"]),
+        MuslTarget("mipsel-musl", "mipsel-linux-musleabi", "qemu-mipsel-static",
+                   "ld-musl-mipsel-sf.so.1", "mipsel-linux-musl", "mipsel-linux-muslsf",
+                   ["-msoft-float"]),
+    ]
+}
+
+PYTHON = "usr/bin/python3.11"
+BUILD_PYTHON = "/usr/bin/python3.11"  # Debian's, the same 3.11.2 as the sources
+JOBS = os.environ.get("SAMPAN_CROSS_JOBS", "2")
+
+
+def zig_binary() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("cross: the ziglang package is missing (pip install ziglang)")
+    return Path(list(spec.submodule_search_locations)[0]) / "zig"
+
+
+def wrappers(t: MuslTarget) -> dict[str, str]:
+    """cc/ar/ranlib scripts that run zig for `t` (configure wants plain commands)."""
+    d = xenv.cache_dir() / "zig" / t.name
+    d.mkdir(parents=True, exist_ok=True)
+    zig = zig_binary()
+    flags = " ".join([f"-target {t.zig}", *t.cflags])
+    scripts = {
+        "cc": f'exec "{zig}" cc {flags} "$@"\n',
+        "ar": f'exec "{zig}" ar "$@"\n',
+        "ranlib": f'exec "{zig}" ranlib "$@"\n',
+    }
+    out = {}
+    for name, body in scripts.items():
+        p = d / name
+        text = "#!/bin/sh\n" + body
+        if not p.exists() or p.read_text() != text:
+            p.write_text(text)
+            p.chmod(0o755)
+        out[name] = str(p)
+    return out
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> None:
+    with open(log, "a") as lf:
+        lf.write("$ " + " ".join(cmd) + "\n")
+        lf.flush()
+        r = subprocess.run(cmd, cwd=cwd, env=env, stdout=lf, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"cross: failed: {' '.join(cmd)} (in {cwd}; log {log})\n"
+                         + "\n".join(tail))
+
+
+def _unpack(tarball: Path, into: Path) -> Path:
+    """Fresh unpack of a source tarball; returns its top directory."""
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    with tarfile.open(tarball) as tf:
+        top = tf.getnames()[0].split("/")[0]
+        tf.extractall(into)
+    return into / top
+
+
+def root_dir(t: MuslTarget) -> Path:
+    return xenv.cache_dir() / "roots" / t.name / "root"
+
+
+def build_musl(t: MuslTarget) -> Path:
+    """musl for `t` installed into the target root; returns the root."""
+    base = xenv.cache_dir() / "roots" / t.name
+    root = base / "root"
+    done = base / ".musl-done"
+    if done.exists() and (root / "lib" / t.loader).exists():
+        return root
+    src_dir = debian.source("musl")
+    tarball = next(src_dir.glob("musl_*.orig.tar.gz"))
+    log = base / "musl.log"
+    base.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    xenv.say(f"{t.name}: building musl (log {log})")
+    src = _unpack(tarball, base / "musl-build")
+    w = wrappers(t)
+    _run(["./configure", f"--target={t.musl_target}", "--prefix=/usr", "--syslibdir=/lib",
+          "--disable-static", f"CC={w['cc']}", f"AR={w['ar']}", f"RANLIB={w['ranlib']}"],
+         src, log)
+    _run(["make", f"-j{JOBS}"], src, log)
+    _run(["make", "install", f"DESTDIR={root}"], src, log)
+    loader = root / "lib" / t.loader
+    if not loader.is_symlink():
+        found = [p.name for p in (root / "lib").glob("ld-musl-*")]
+        raise SystemExit(f"cross: {t.name}: musl installed {found}, expected {t.loader}")
+    # musl links its loader to /usr/lib/libc.so; qemu resolves that absolute link on the host.
+    loader.unlink()
+    loader.symlink_to("../usr/lib/libc.so")
+    shutil.rmtree(src.parent)
+    done.write_text("ok\n")
+    return root
+
+
+CONFIG_SITE = """\
+ac_cv_file__dev_ptmx=yes
+ac_cv_file__dev_ptc=no
+ac_cv_buggy_getaddrinfo=no
+"""
+
+
+def build_python(t: MuslTarget) -> Path:
+    """CPython 3.11 for `t` in the target root (/usr/bin/python3.11); returns the root."""
+    root = build_musl(t)
+    base = root.parent
+    done = base / ".python-done"
+    if done.exists() and (root / PYTHON).exists():
+        return root
+    if not Path(BUILD_PYTHON).exists():
+        xenv.apt_install(["python3.11"])
+    src_dir = debian.source("python3.11")
+    tarball = next(src_dir.glob("python3.11_*.orig.tar.*"))
+    log = base / "python.log"
+    log.write_text("")
+    xenv.say(f"{t.name}: building CPython (log {log}); this takes a while")
+    w = wrappers(t)
+    # -O1: quick to build and good enough for a test interpreter. zig's clang makes
+    # -Wdate-time an error, which CPython's getbuildinfo.c trips.
+    env = dict(os.environ, CONFIG_SITE=str(base / "config.site"), MODULE_BUILDTYPE="static",
+               CC=w["cc"], AR=w["ar"], RANLIB=w["ranlib"], LDFLAGS="-dynamic",
+               CFLAGS="-O1 -Wno-date-time", READELF=shutil.which("readelf") or "readelf")
+    configure = ["./configure", f"--host={t.host}", "--build=x86_64-pc-linux-gnu",
+                 "--prefix=/usr", f"--with-build-python={BUILD_PYTHON}", "--without-ensurepip",
+                 "--disable-test-modules", "--without-doc-strings", "--enable-ipv6"]
+    # A configured tree from an interrupted run is reused when nothing changed.
+    stamp = base / "python-configured"
+    key = repr((tarball.name, configure, CONFIG_SITE, env["CFLAGS"], env["LDFLAGS"]))
+    tops = list((base / "python-build").glob("Python-*"))
+    if stamp.exists() and stamp.read_text() == key and tops and (tops[0] / "Makefile").exists():
+        src = tops[0]
+    else:
+        stamp.unlink(missing_ok=True)
+        src = _unpack(tarball, base / "python-build")
+        (base / "config.site").write_text(CONFIG_SITE)
+        _run(configure, src, log, env)
+        stamp.write_text(key)
+    # The interpreter with the Setup.stdlib modules built in; no setup.py shared modules.
+    _run(["make", f"-j{JOBS}", "python", "platform", "pybuilddir.txt"], src, log, env)
+    _run(["make", "libinstall", "bininstall", f"DESTDIR={root}", "COMPILEALL_OPTS=-j0",
+          "PYTHON_FOR_BUILD=" + BUILD_PYTHON], src, log, env)
+    if not (root / PYTHON).exists():
+        raise SystemExit(f"cross: {t.name}: no {PYTHON} after the install; see {log}")
+    shutil.rmtree(src.parent)
+    stamp.unlink()
+    done.write_text("ok\n")
+    return root
+
+
+def run_python(t: MuslTarget, args: list[str], **kw) -> subprocess.CompletedProcess:
+    root = root_dir(t)
+    env = dict(kw.pop("env", None) or os.environ, QEMU_LD_PREFIX=str(root))
+    return subprocess.run([t.qemu, str(root / PYTHON), *args], env=env, **kw)
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(MUSL_TARGETS)
+    for n in names:
+        t = MUSL_TARGETS[n]
+        root = build_python(t)
+        r = run_python(t, ["-c", "import sys, sysconfig; print(sys.version.split()[0], "
+                           "sysconfig.get_platform())"], capture_output=True, text=True)
+        print(f"{n}: {root} -> {r.stdout.strip() or r.stderr.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,173 @@
+"""Each wheel imported by a CPython of its own architecture under qemu-user (Debian's CPython
+for the glibc wheels, a musl CPython built with zig for the musl ones) and put through the
+parts of the runtime that need no namespaces; then a container run, which under qemu-user must
+fail cleanly: clone3 answers ENOSYS, the clone() fallback is taken and refused (qemu cannot
+create namespaces), and the error says so.
+
+Results are compared with the same smoke test run natively on x86_64 (`host_report`), so every
+target is held to what the reference build computes, byte order aside.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+from conftest import wheel_for
+from targets import AUDIT_ARCH, CLONE3
+
+BPF_LD_W_ABS = 0x20
+BPF_JEQ_K = 0x15
+BPF_RET_K = 0x06
+SECCOMP_DATA_ARCH = 4
+
+EXPECTED_CGROUP_V2 = {
+    "memory.max": "67108864",
+    "memory.swap.max": "67108864",  # memory+swap 128 MiB - memory 64 MiB
+    "memory.low": "33554432",
+    "cpu.weight": "59",  # cpu.shares 512
+    "cpu.max": "50000 100000",
+    "cpuset.cpus": "0-1",
+    "cpuset.mems": "0",
+    "pids.max": "100",
+    "io.weight": "4950",  # blkio.weight 500
+}
+
+
+def ok(section):
+    assert isinstance(section, dict) and "error" not in section, section
+    return section
+
+
+def test_imports_from_the_wheel(target, report, unpacked):
+    rep, _ = report
+    imp = ok(rep["import"])
+    assert Path(imp["file"]).parent == unpacked(target) / "sampan"
+    for name in ("run", "Container", "seccomp_program", "parse_spec", "cgroup_values"):
+        assert name in imp["names"]
+
+
+def test_interpreter_is_of_the_targets_kind(target, report):
+    p = ok(report[0]["platform"])
+    assert p["machine"] == target.uname
+    assert p["pointer_bits"] == target.bits
+    assert p["byteorder"] == target.endian
+    if target.glibc:
+        assert p["gnu_libc"] and p["gnu_libc"].startswith("glibc ")
+    else:
+        assert p["gnu_libc"] is None  # musl has no _CS_GNU_LIBC_VERSION
+
+
+def test_pip_on_that_system_accepts_the_wheels_tag(target, report):
+    rep, _ = report
+    if "pip_platforms" not in rep:
+        pytest.skip("pip's packaging module is not importable here")
+    accepted = set(ok_list(rep["pip_platforms"]))
+    tags = set(target.platform.split("."))
+    if target.name == "mipsel-musl" and not tags & accepted:
+        pytest.xfail(
+            "uname -m says 'mips' on little-endian MIPS too, so pip computes "
+            f"{sorted(accepted)}; the wheel keeps musllinux_1_2_mipsel so it cannot be "
+            "mistaken for the big-endian one (see docs/cross.md)")
+    assert tags & accepted, (sorted(tags), sorted(accepted))
+
+
+def ok_list(section):
+    assert isinstance(section, list), section
+    return section
+
+
+def test_reference_parsing_matches_the_host(report, host_report):
+    assert ok(report[0]["reference"]) == ok(host_report["reference"])
+
+
+def test_seccomp_program_for_the_native_abi(target, report):
+    s = ok(report[0]["seccomp"])
+    assert s["native"] == target.seccomp_arch
+    prog = s["program"]
+    assert s["count"] == len(prog) and s["bytes"] == 8 * len(prog)
+    assert 50 < len(prog) <= 4096
+    # ld seccomp_data.arch; then the first ABI compared is this build's own.
+    assert prog[0] == [BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH]
+    assert prog[1][0] == BPF_JEQ_K and prog[1][3] == AUDIT_ARCH[target.seccomp_arch]
+    assert prog[-1][0] == BPF_RET_K
+    assert prog == s["arches"][target.seccomp_arch]["program"]
+    assert "SCMP_ARCH_PPC64LE" in s["unknown_arch_error"]
+
+
+def test_seccomp_programs_match_the_host_for_every_abi(report, host_report):
+    mine, host = ok(report[0]["seccomp"]), ok(host_report["seccomp"])
+    assert set(mine["arches"]) == set(host["arches"])
+    for arch, prog in host["arches"].items():
+        assert mine["arches"][arch] == prog, arch
+
+
+def test_spec_translation(target, report, host_report):
+    mine, host = copy.deepcopy(ok(report[0]["spec"])), copy.deepcopy(ok(host_report["spec"]))
+    assert sorted(mine["namespaces"]) == ["ipc", "mount", "network", "pid", "uts"]
+    assert mine["hostname"] == "cross"
+    proc = mine["process"]
+    assert proc["args"] == ["sh", "-c", "true"]
+    assert proc["exec_candidates"][0] == "/usr/local/sbin/sh"
+    assert proc["no_new_privs"] is True
+    assert "CAP_KILL" in proc["capabilities"]["bounding"]
+    # RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_AS as this architecture's libc numbers them.
+    assert [r["resource"] for r in proc["rlimits"]] == list(target.rlimits)
+    assert [(r["soft"], r["hard"]) for r in proc["rlimits"]] == [
+        (1024, 4096), (100, 200), (1 << 30, 1 << 30)]
+    # The small profile in the config, compiled for this build's ABI(s).
+    assert proc["seccomp_instructions"] == mine_small(report)
+    # Apart from the numbers that depend on the architecture, the host agrees.
+    for side in (mine, host):
+        side["process"].pop("rlimits")
+        side["process"].pop("seccomp_instructions")
+    assert mine == host
+
+
+def mine_small(report):
+    return ok(report[0]["seccomp"])["small"]["count"]
+
+
+def test_cgroup_value_translation(report, host_report):
+    mine = ok(report[0]["cgroup"])
+    assert mine["values"] == EXPECTED_CGROUP_V2
+    assert mine == ok(host_report["cgroup"])
+    assert "swap" in mine["bad_swap_error"]
+
+
+def test_clone_fallback_and_a_clear_namespace_error_under_qemu(target, report):
+    rep, strace = report
+    run = ok(rep["run"])
+    err = run.get("container_error")
+    assert err is not None, f"the container ran under qemu-user: {run}"
+    assert "namespace" in err and "qemu" in err, err
+    assert "clone" in err and "EINVAL" in err, err
+    # qemu's strace: clone3 unknown (ENOSYS), then clone(2) with the namespace flags, refused.
+    clone3 = [m.start() for m in re.finditer(
+        rf"(Unknown|Unsupported) syscall:? {CLONE3[target.kernel_arch]}\b", strace)]
+    clones = [m for m in re.finditer(r"^\d+ clone\((.*)\) = -1 errno=22", strace, re.M)]
+    assert clone3, "no clone3 attempt in qemu's strace"
+    assert clones, "no refused clone() in qemu's strace"
+    assert clone3[-1] < clones[0].start(), "clone() came before clone3"
+    assert all("CLONE_NEWNS" in c.group(1) and "CLONE_NEWPID" in c.group(1) for c in clones)
+
+
+def test_a_failed_create_leaves_nothing_behind(target, report, tmp_path_factory):
+    rep, _ = report
+    ok(rep["run"])
+    state = [p for p in tmp_path_factory.getbasetemp().glob(f"run-{target.name}*/state/*")]
+    assert state == [], state
+    assert not list(Path("/sys/fs/cgroup/sampan").glob(f"cross-{target.name}-*")), \
+        "a cgroup was left behind"
+
+
+def test_every_wheel_in_dist_has_a_target():
+    from targets import TARGETS
+
+    from conftest import dist_dir
+
+    known = {wheel_for(t) for t in TARGETS}
+    extra = [w.name for w in dist_dir().glob("sampan-*.whl") if w not in known]
+    assert extra == [], f"wheels no test knows about: {extra}"
