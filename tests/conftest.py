@@ -27,9 +27,8 @@ try:
 except ImportError:  # running from a source tree that was not installed
     sys.path.insert(0, str(HERE.parent / "python"))
 
-from sampan.bundle import make_bundle  # noqa: E402
-
-import support  # noqa: E402
+import support
+from sampan.bundle import make_bundle
 
 DEFAULT_RUNTIMES = "runc,sampan-api,sampan-cli"
 DEFAULT_CANDIDATES = "sampan-cli,sampan-api"

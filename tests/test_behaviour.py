@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import support
 from sampan.bundle import runc_spec
 
@@ -187,8 +186,8 @@ def test_sigterm_gives_143_without_pid_namespace(bundle, runtime, cid):
 
 
 def test_signal_reaches_a_handler_in_init(bundle, runtime, cid):
-    b = bundle(["sh", "-c", "trap 'exit 42' USR1; echo ready > /out/ready; "
-                "while :; do sleep 0.05; done"], out=True)
+    script = "trap 'exit 42' USR1; echo ready > /out/ready; while :; do sleep 0.05; done"
+    b = bundle(["sh", "-c", script], out=True)
     proc = runtime.spawn(cid, b)
     out(b, "ready")
     runtime.kill(cid, signal.SIGUSR1)
@@ -294,8 +293,9 @@ def _frozen(pid) -> bool:
 
 
 def test_pause_freezes_and_resume_thaws(bundle, runtime, cid):
-    b = bundle(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /out/n.tmp; "
-                "mv /out/n.tmp /out/n; sleep 0.02; done"], out=True)
+    script = ("i=0; while :; do i=$((i+1)); echo $i > /out/n.tmp; "
+              "mv /out/n.tmp /out/n; sleep 0.02; done")
+    b = bundle(["sh", "-c", script], out=True)
     proc = runtime.spawn(cid, b)
     out(b, "n")
     pid = runtime.state(cid)["pid"]
@@ -432,8 +432,8 @@ def test_missing_mount_points_are_created(bundle, runtime, cid, tmpdir755):
          "options": ["bind", "ro"]},
         {"destination": "/new/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
     ]
-    b = bundle(["sh", "-c", "cat /new/deep/dir/hello /new/file > /out/r; touch /new/tmp/x && "
-                "echo ok >> /out/r"], out=True, mounts=mounts)
+    script = "cat /new/deep/dir/hello /new/file > /out/r; touch /new/tmp/x && echo ok >> /out/r"
+    b = bundle(["sh", "-c", script], out=True, mounts=mounts)
     assert runtime.run(cid, b) == 0
     assert out(b, "r") == "hi\nhi\nok\n"
 

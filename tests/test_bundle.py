@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from sampan.bundle import BUSYBOX, busybox_rootfs, make_bundle, merge, runc_spec
 
 

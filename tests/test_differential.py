@@ -15,7 +15,6 @@ import stat
 import time
 
 import pytest
-
 import support
 
 PROBE_ARGS = ["sh", "/probe.sh"]

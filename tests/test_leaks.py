@@ -11,7 +11,6 @@ import os
 import signal
 
 import pytest
-
 import support
 from sampan.bundle import runc_spec
 

@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 __all__ = [
     "BUSYBOX",
@@ -212,8 +213,8 @@ def _runc_default_spec() -> dict:
 
 
 def runc_spec(
-    bundle: Optional[PathLike] = None,
-    args: Optional[Sequence[str]] = None,
+    bundle: PathLike | None = None,
+    args: Sequence[str] | None = None,
     terminal: bool = False,
     **tweaks: Any,
 ) -> dict:
@@ -249,10 +250,10 @@ def write_config(bundle: PathLike, spec: Mapping[str, Any]) -> Path:
 
 def make_bundle(
     dest: PathLike,
-    args: Optional[Sequence[str]] = None,
+    args: Sequence[str] | None = None,
     *,
     terminal: bool = False,
-    files: Optional[Mapping[str, Union[str, bytes]]] = None,
+    files: Mapping[str, str | bytes] | None = None,
     dirs: Iterable[str] = (),
     busybox: PathLike = BUSYBOX,
     **tweaks: Any,
@@ -279,7 +280,7 @@ def make_bundle(
     return dest
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -290,8 +291,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         "args", nargs=argparse.REMAINDER, help="process arguments (default: sh)"
     )
     parser.add_argument("-t", "--terminal", action="store_true", help="set process.terminal")
+    parser.add_argument("--hostname", help="the container's hostname (runc spec says runc)")
     ns = parser.parse_args(argv)
-    make_bundle(ns.dest, ns.args or None, terminal=ns.terminal)
+    tweaks = {} if ns.hostname is None else {"hostname": ns.hostname}
+    make_bundle(ns.dest, ns.args or None, terminal=ns.terminal, **tweaks)
     print(ns.dest)
     return 0
 

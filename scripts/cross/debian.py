@@ -19,6 +19,7 @@ from . import env as xenv
 MIRROR = os.environ.get("SAMPAN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SECURITY = os.environ.get("SAMPAN_DEBIAN_SECURITY", "http://deb.debian.org/debian-security")
 SUITE = "bookworm"
+SOURCE_ONLY_SUITE = "trixie"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # Debian's CPython 3.11 and what its interpreter and the extension need at run time.
@@ -37,8 +38,14 @@ def _apt_dir(arch: str) -> Path:
         f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n"
         f"deb [signed-by={KEYRING}] {SECURITY} {SUITE}-security main\n"
         f"deb-src [signed-by={KEYRING}] {MIRROR} {SUITE} main\n"
+        # musl: the release zig's headers describe (1.2.5), which is also what OpenWrt runs.
+        f"deb-src [signed-by={KEYRING}] {MIRROR} {SOURCE_ONLY_SUITE} main\n"
     )
-    (d / "etc/sources.list").write_text(sources)
+    listing = d / "etc/sources.list"
+    if not listing.exists() or listing.read_text() != sources:
+        listing.write_text(sources)
+        for old in (d / "lists").glob("*_*"):
+            old.unlink()  # sources changed: refresh the lists
     status = d / "status"
     if not status.exists():
         status.write_text("")
@@ -73,12 +80,12 @@ def download(arch: str, packages: list[str], dest: Path) -> list[Path]:
     return sorted(dest.glob("*.deb"))
 
 
-def source(package: str) -> Path:
+def source(package: str, suite: str = SUITE) -> Path:
     """Directory holding the downloaded source package files (.dsc, .orig.tar.*, ...)."""
-    dest = xenv.cache_dir() / "src" / package
+    dest = xenv.cache_dir() / "src" / f"{package}-{suite}"
     if not list(dest.glob("*.orig.tar.*")):
         dest.mkdir(parents=True, exist_ok=True)
-        _apt("amd64", "source", "--download-only", package, cwd=dest)
+        _apt("amd64", "source", "--download-only", f"{package}/{suite}", cwd=dest)
     return dest
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from cross import debian, env as xenv  # noqa: E402
+    from cross import debian
+    from cross import env as xenv
 else:
-    from . import debian, env as xenv
+    from . import debian
+    from . import env as xenv
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def build_musl(t: MuslTarget) -> Path:
     done = base / ".musl-done"
     if done.exists() and (root / "lib" / t.loader).exists():
         return root
-    src_dir = debian.source("musl")
+    src_dir = debian.source("musl", debian.SOURCE_ONLY_SUITE)
     tarball = next(src_dir.glob("musl_*.orig.tar.gz"))
     log = base / "musl.log"
     base.mkdir(parents=True, exist_ok=True)
@@ -200,14 +202,31 @@ def build_python(t: MuslTarget) -> Path:
         stamp.write_text(key)
     # The interpreter with the Setup.stdlib modules built in; no setup.py shared modules.
     _run(["make", f"-j{JOBS}", "python", "platform", "pybuilddir.txt"], src, log, env)
-    _run(["make", "libinstall", "bininstall", f"DESTDIR={root}", "COMPILEALL_OPTS=-j0",
-          "PYTHON_FOR_BUILD=" + BUILD_PYTHON], src, log, env)
-    if not (root / PYTHON).exists():
-        raise SystemExit(f"cross: {t.name}: no {PYTHON} after the install; see {log}")
+    _install_python(src, root)
     shutil.rmtree(src.parent)
     stamp.unlink()
     done.write_text("ok\n")
     return root
+
+
+SKIP_LIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
+            "distutils", "__pycache__", "venv"}
+
+
+def _install_python(src: Path, root: Path) -> None:
+    """The interpreter and its pure-Python stdlib laid out as under /usr (what `make install`
+    does, minus compileall and setup.py's shared modules; the stdlib C modules are built in)."""
+    lib = root / "usr/lib/python3.11"
+    if lib.exists():
+        shutil.rmtree(lib)
+    shutil.copytree(src / "Lib", lib, ignore=lambda d, names: [
+        n for n in names if n in SKIP_LIB and Path(d) == src / "Lib"])
+    (lib / "lib-dynload").mkdir()  # getpath's exec_prefix landmark
+    builddir = (src / "pybuilddir.txt").read_text().strip()
+    for f in (src / builddir).glob("_sysconfigdata_*.py"):
+        shutil.copy2(f, lib / f.name)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "python", root / PYTHON)
 
 
 def run_python(t: MuslTarget, args: list[str], **kw) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from targets import BY_NAME, TARGETS, WheelTarget  # noqa: E402
+from targets import BY_NAME, TARGETS, WheelTarget
 
 DEBIAN_PYTHON = "usr/bin/python3.11"
 MUSL_PYTHON = "usr/bin/python3.11"

@@ -147,7 +147,7 @@ def test_clone_fallback_and_a_clear_namespace_error_under_qemu(target, report):
     # qemu's strace: clone3 unknown (ENOSYS), then clone(2) with the namespace flags, refused.
     clone3 = [m.start() for m in re.finditer(
         rf"(Unknown|Unsupported) syscall:? {CLONE3[target.kernel_arch]}\b", strace)]
-    clones = [m for m in re.finditer(r"^\d+ clone\((.*)\) = -1 errno=22", strace, re.M)]
+    clones = [m for m in re.finditer(r"^\d+ clone\((.*)\) = -1 errno=22", strace, re.MULTILINE)]
     assert clone3, "no clone3 attempt in qemu's strace"
     assert clones, "no refused clone() in qemu's strace"
     assert clone3[-1] < clones[0].start(), "clone() came before clone3"
@@ -164,9 +164,8 @@ def test_a_failed_create_leaves_nothing_behind(target, report, tmp_path_factory)
 
 
 def test_every_wheel_in_dist_has_a_target():
-    from targets import TARGETS
-
     from conftest import dist_dir
+    from targets import TARGETS
 
     known = {wheel_for(t) for t in TARGETS}
     extra = [w.name for w in dist_dir().glob("sampan-*.whl") if w not in known]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
 import time
@@ -42,6 +41,8 @@ def check_digest(digest: str) -> tuple[str, str]:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib  # imported where used: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -92,6 +93,8 @@ class Writer:
             # The partial bytes belong to another blob: start over.
             data.unlink(missing_ok=True)
         alg = check_digest(self.expected)[0] if self.expected else "sha256"
+        import hashlib
+
         self._hash = hashlib.new(alg)
         self._alg = alg
         tmp = self.dir / "ref.tmp"
@@ -129,6 +132,8 @@ class Writer:
 
     def truncate(self, offset: int = 0) -> None:
         """Drop the bytes from `offset` on (a restart from 0 when the server ignored Range)."""
+        import hashlib
+
         os.ftruncate(self._fd, offset)
         self._hash = hashlib.new(self._alg)
         done = 0
@@ -260,6 +265,8 @@ class ContentStore:
     def _ingest_dir(self, ref: str) -> Path:
         if not isinstance(ref, str) or not ref:
             raise InvalidArgument("ingest ref must be a non-empty string")
+        import hashlib
+
         return self.ingest_root / hashlib.sha256(ref.encode()).hexdigest()
 
     # -- reading
@@ -301,6 +308,8 @@ class ContentStore:
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store a small blob given whole; verified against `digest` when given."""
+        import hashlib
+
         alg = check_digest(digest)[0] if digest else "sha256"
         actual = f"{alg}:{hashlib.new(alg, data).hexdigest()}"
         if digest is not None and actual != digest:

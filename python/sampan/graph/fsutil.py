@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -11,17 +9,29 @@ from pathlib import Path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    _syncfs = _libc.syncfs
-    _syncfs.argtypes = [ctypes.c_int]
-except (OSError, AttributeError):  # pragma: no cover - musl without syncfs, odd platforms
-    _syncfs = None
+_syncfs = None      # libc's syncfs, looked up at the first call (ctypes: ~1 MiB an idle daemon
+                    # need not pay); False when there is none
+
+
+def _load_syncfs():
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    except (OSError, AttributeError):  # pragma: no cover - musl without syncfs, odd platforms
+        return False
 
 
 def syncfs(fd: int) -> None:
     """Flush the file system that holds `fd` (falls back to sync())."""
-    if _syncfs is not None and _syncfs(fd) == 0:
+    global _syncfs
+    if _syncfs is None:
+        _syncfs = _load_syncfs()
+    if _syncfs and _syncfs(fd) == 0:
         return
     os.sync()
 

@@ -17,7 +17,6 @@ temporary leases of a process that died.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -58,6 +57,8 @@ class LayerInfo:
 def chain_id(parent: str | None, diff_id: str) -> str:
     if not parent:
         return diff_id
+    import hashlib  # here: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
+
     return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
 
 
@@ -180,6 +181,18 @@ class Graph:
         for entry in os.scandir(self.snapshots):
             if not entry.name.startswith(".") and entry.name not in known:
                 rmtree(entry.path)
+        # Ingests nothing can resume: one whose blob got committed (killed between the rename
+        # and the removal of its directory), one without a ref, and the private ones of a load
+        # or ingest() that died. Partial downloads (ref = their digest) stay for the next pull.
+        for ing in self.store.ingests():
+            ref, expected = ing["ref"], ing["expected"]
+            try:
+                dead = (not ref or ref.startswith(("load-", "ingest-"))
+                        or bool(expected and self.store.exists(expected)))
+            except InvalidArgument:     # a garbled ref file
+                dead = True
+            if dead and not self.store.ingest_locked(ing["dir"]):
+                self.store.remove_ingest(ing["dir"])
 
     def check(self) -> list:
         """Problems found in the store (empty when consistent): for tests and diagnostics."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bz2
 import errno
-import hashlib
 import lzma
 import os
 import stat
@@ -51,6 +50,8 @@ class HashReader:
     def __init__(self, raw, algorithm: str = "sha256"):
         self.raw = raw
         self.algorithm = algorithm
+        import hashlib  # here: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
+
         self.hash = hashlib.new(algorithm)
         self.count = 0
 
