@@ -150,9 +150,18 @@ def _driver(request, workdir, name):
     if why:
         pytest.skip(f"{name}: {why}")
     root = workdir / "state" / name
+    before = set(support.child_pids())
     driver = support.make_driver(name, root)
     yield driver
     driver.cleanup()
+    # Children this test left (a runtime process not waited for after a failure, a process
+    # the binding did not reap) would show up in the next test's leak checks: end them here.
+    left = support.end_children(exclude=before)
+    if left:
+        import warnings
+
+        warnings.warn(f"{name}: the test left child processes {left}; killed and reaped",
+                      stacklevel=1)
 
 
 @pytest.fixture

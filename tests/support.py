@@ -635,6 +635,25 @@ def child_pids() -> list:
     return kids
 
 
+def end_children(exclude=()) -> list:
+    """SIGKILL and reap this process's children (but those in ``exclude``); their pids."""
+    left = [pid for pid in child_pids() if pid not in set(exclude)]
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    for pid in left:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.01)
+    return left
+
+
 def find_key(obj: Any, pattern: str) -> list:
     """Every (dotted path, value) in a nested dict/list whose key matches ``pattern``."""
     rx = re.compile(pattern, re.IGNORECASE)

@@ -129,10 +129,12 @@ def test_bad_input_through_run(name, bundle, runtime, cid):
 @pytest.mark.parametrize("bad_id", ["", "../escape", "a/b", ".", ".."])
 def test_invalid_container_ids(bad_id, bundle, runtime):
     b = bundle(["true"])
+    before = sorted(runtime.root.iterdir())
     with pytest.raises(support.RuntimeFailure):
         runtime.create(bad_id, b)
     assert not (runtime.root.parent / "escape").exists()
-    assert [p.name for p in runtime.root.iterdir()] == []
+    assert sorted(runtime.root.iterdir()) == before
+    assert support.processes_rooted_at(b / "rootfs") == []
 
 
 def test_cli_error_format(bundle, sampan_cli, cid):

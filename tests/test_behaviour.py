@@ -287,7 +287,13 @@ def test_exec_into_stopped_container_fails(bundle, runtime, cid):
 def _frozen(pid) -> bool:
     paths = support.cgroup_paths_of(pid)
     if "freezer" in paths:
-        return (paths["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        frozen = (paths["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        if frozen:
+            # The v1 freezer parks every task in uninterruptible sleep.
+            for task in (paths["freezer"] / "tasks").read_text().split():
+                status = Path(f"/proc/{task}/status").read_text()
+                assert "State:\tD" in status, status
+        return frozen
     events = (paths[""] / "cgroup.events").read_text()
     return "frozen 1" in events
 
@@ -460,3 +466,46 @@ def test_delete_leaves_nothing_behind(bundle, runtime, cid):
     assert support.processes_rooted_at(b / "rootfs") == []
     assert [m for m in support.host_mounts() if str(b) in m] == []
     assert support.cgroup_dirs_named(cid) == []
+
+
+# ---------------------------------------------------------------- hooks
+
+
+def test_hooks_run_in_order_with_the_state(bundle, runtime, cid, tmpdir755):
+    """Every kind of hook runs, in the order of the runtime spec, and gets the state on stdin.
+
+    Host-side hooks append to the bundle's out dir on the host; startContainer runs in the
+    container (its path resolves in the rootfs) and appends to the same file as /out.
+    """
+    log = tmpdir755 / "hooks.log"
+    log.touch(mode=0o666)
+
+    def host_hook(name):
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"s=$(cat); echo {name} $s >> {log}"],
+                "env": ["PATH=/bin:/usr/bin"]}
+
+    hooks = {kind: [host_hook(kind)] for kind in
+             ("prestart", "createRuntime", "createContainer", "poststart", "poststop")}
+    hooks["startContainer"] = [{"path": "/bin/sh", "args": [
+        "sh", "-c", "s=$(cat); echo startContainer $s >> /hooks/hooks.log"]}]
+    mounts = [{"destination": "/hooks", "type": "bind", "source": str(tmpdir755),
+               "options": ["rbind", "rw"]}]
+    b = bundle(["sh", "-c", "echo process >> /hooks/hooks.log"], hooks=hooks, mounts=mounts,
+               dirs=["hooks"])
+    assert runtime.run(cid, b) == 0
+    lines = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    names = [n for n, *_ in lines]
+    assert sorted(names) == sorted(["prestart", "createRuntime", "createContainer",
+                                    "startContainer", "process", "poststart", "poststop"]), names
+    # poststart runs once start has been asked for, racing with what the container does
+    # between then and its exec (startContainer, the process): only its bounds are fixed.
+    without_poststart = [n for n in names if n != "poststart"]
+    assert without_poststart == ["prestart", "createRuntime", "createContainer",
+                                 "startContainer", "process", "poststop"], names
+    assert names.index("createContainer") < names.index("poststart") < names.index("poststop")
+    for name, *rest in lines:
+        if name == "process":
+            continue
+        state = json.loads(rest[0])
+        assert state["id"] == cid, (name, state)
+        assert os.path.realpath(state["bundle"]) == os.path.realpath(b), (name, state)

@@ -18,6 +18,7 @@ Run `python3 scripts/cross/musl.py TARGET...` to build ahead of the tests.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,10 +28,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from cross import debian
+    from cross import compiler_rt, debian
     from cross import env as xenv
 else:
-    from . import debian
+    from . import compiler_rt, debian
     from . import env as xenv
 
 
@@ -43,6 +44,7 @@ class MuslTarget:
     host: str  # GNU triple for CPython's configure
     musl_target: str  # musl's configure --target
     cflags: list[str] = field(default_factory=list)
+    cpu: str | None = None  # zig -mcpu, when the triple alone does not pin it
 
 
 MUSL_TARGETS = {
@@ -54,7 +56,7 @@ MUSL_TARGETS = {
                    "ld-musl-aarch64.so.1", "aarch64-linux-musl", "aarch64-linux-musl"),
         MuslTarget("armv7-musl", "arm-linux-musleabihf", "qemu-arm-static",
                    "ld-musl-armhf.so.1", "arm-linux-musleabihf", "arm-linux-musleabihf",
-                   ["-mcpu=generic+v7a"]),
+                   ["-mcpu=generic+v7a"], "generic+v7a"),
         MuslTarget("mips-musl", "mips-linux-musleabi", "qemu-mips-static",
                    "ld-musl-mips-sf.so.1", "mips-linux-musl", "mips-linux-muslsf",
                    ["-msoft-float"]),
@@ -126,6 +128,26 @@ def root_dir(t: MuslTarget) -> Path:
     return xenv.cache_dir() / "roots" / t.name / "root"
 
 
+def _relink_libc(src: Path, crt: Path, t: MuslTarget, log: Path) -> None:
+    """Links lib/libc.so again with lld itself, with musl's --dynamic-list.
+
+    `zig cc` accepts neither -Wl,--dynamic-list nor -Wl,-Bsymbolic-functions, so musl's
+    configure drops both and libc.so binds nothing to itself; its dynamic linker then runs
+    through unrelocated GOT entries and data like environ stops being shared with programs.
+    `zig ld.lld` takes the flags musl asks for.
+    """
+    so = src / "lib" / "libc.so"
+    so.unlink(missing_ok=True)
+    dry = subprocess.run(["make", "-n", "lib/libc.so", f"LIBCC={crt}"], cwd=src,
+                         capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in dry.replace("\\\n", " ").splitlines() if "-o lib/libc.so" in ln)
+    objs = [a for a in shlex.split(line) if a.endswith((".lo", ".o"))]
+    hash_style = "sysv" if t.zig.startswith("mips") else "both"  # no .gnu.hash on MIPS
+    _run([str(zig_binary()), "ld.lld", "-shared", "-e", "_dlstart",
+          "--dynamic-list=./dynamic.list", "--gc-sections", f"--hash-style={hash_style}",
+          "--sort-section=alignment", "--sort-common", "-o", "lib/libc.so", *objs], src, log)
+
+
 def build_musl(t: MuslTarget) -> Path:
     """musl for `t` installed into the target root; returns the root."""
     base = xenv.cache_dir() / "roots" / t.name
@@ -144,8 +166,11 @@ def build_musl(t: MuslTarget) -> Path:
     _run(["./configure", f"--target={t.musl_target}", "--prefix=/usr", "--syslibdir=/lib",
           "--disable-static", f"CC={w['cc']}", f"AR={w['ar']}", f"RANLIB={w['ranlib']}"],
          src, log)
-    _run(["make", f"-j{JOBS}"], src, log)
-    _run(["make", "install", f"DESTDIR={root}"], src, log)
+    crt = compiler_rt.build(zig_binary(), t.zig, t.cpu,
+                            xenv.cache_dir() / "zig" / t.name / "compiler_rt.o")
+    _run(["make", f"-j{JOBS}", f"LIBCC={crt}"], src, log)
+    _relink_libc(src, crt, t, log)
+    _run(["make", "install", f"DESTDIR={root}", f"LIBCC={crt}"], src, log)
     loader = root / "lib" / t.loader
     if not loader.is_symlink():
         found = [p.name for p in (root / "lib").glob("ld-musl-*")]
@@ -180,11 +205,13 @@ def build_python(t: MuslTarget) -> Path:
     log.write_text("")
     xenv.say(f"{t.name}: building CPython (log {log}); this takes a while")
     w = wrappers(t)
-    # -O1: quick to build and good enough for a test interpreter. zig's clang makes
-    # -Wdate-time an error, which CPython's getbuildinfo.c trips.
+    # -O1: quick to build and good enough for a test interpreter. -fPIC: data of libc.so is
+    # reached through the GOT; copy relocations would be laid out against zig's stub libc.so,
+    # which puts every data object at one address (environ, tzname, __progname, ... would
+    # share one copy). zig's clang makes -Wdate-time an error, which getbuildinfo.c trips.
     env = dict(os.environ, CONFIG_SITE=str(base / "config.site"), MODULE_BUILDTYPE="static",
                CC=w["cc"], AR=w["ar"], RANLIB=w["ranlib"], LDFLAGS="-dynamic",
-               CFLAGS="-O1 -Wno-date-time", READELF=shutil.which("readelf") or "readelf")
+               CFLAGS="-O1 -fPIC -Wno-date-time", READELF=shutil.which("readelf") or "readelf")
     configure = ["./configure", f"--host={t.host}", "--build=x86_64-pc-linux-gnu",
                  "--prefix=/usr", f"--with-build-python={BUILD_PYTHON}", "--without-ensurepip",
                  "--disable-test-modules", "--without-doc-strings", "--enable-ipv6"]

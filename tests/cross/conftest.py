@@ -181,8 +181,6 @@ def run_smoke(t: WheelTarget | None, site: Path, work: Path, *, emulate: bool,
         spec["bundle"] = str(_bundle(work))
         spec["state_root"] = str(work / "state")
         spec["container_id"] = f"cross-{t.name if t else 'host'}-{os.getpid()}"
-    spec_file = work / "smoke.json"
-    spec_file.write_text(json.dumps(spec))
     strace = work / "strace.log"
     if emulate:
         assert t is not None
@@ -193,6 +191,7 @@ def run_smoke(t: WheelTarget | None, site: Path, work: Path, *, emulate: bool,
             pytest.skip(f"{what} is not in {cache_dir()}/roots: "
                         f"run scripts/cross/prepare {t.name}")
         cmd = [_require_qemu(t), str(root / DEBIAN_PYTHON)]
+        spec["qemu"] = cmd[0]
         if str(root) != "/":
             env["QEMU_LD_PREFIX"] = str(root)
         if bundle:
@@ -201,6 +200,8 @@ def run_smoke(t: WheelTarget | None, site: Path, work: Path, *, emulate: bool,
         if not Path(HOST_PYTHON).exists():
             pytest.skip(f"{HOST_PYTHON} (Debian's python3.11) is missing")
         cmd = [HOST_PYTHON]
+    spec_file = work / "smoke.json"
+    spec_file.write_text(json.dumps(spec))
     cmd += ["-I", str(HERE / "smoke.py"), str(spec_file)]
     with open(strace, "w") as err:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=work,

@@ -75,7 +75,19 @@ def main():
         def _():
             # pip's own tag logic (its vendored `packaging`), run on this interpreter.
             sys.path.insert(0, spec["packaging"])
-            from packaging import tags
+            from packaging import _musllinux, tags
+
+            if spec.get("qemu"):
+                # packaging learns the musl version by running the interpreter's dynamic
+                # loader. Without binfmt_misc the kernel cannot start a foreign binary, so
+                # that one call goes through qemu; everything else is pip's own logic.
+                import subprocess
+                import types
+
+                def run(args, *a, **kw):
+                    return subprocess.run([spec["qemu"], *args], *a, **kw)
+
+                _musllinux.subprocess = types.SimpleNamespace(run=run, PIPE=subprocess.PIPE)
             return sorted({t.platform for t in tags.sys_tags() if t.abi == "abi3"})
 
     sys.path.insert(0, spec["site"])

@@ -1157,8 +1157,15 @@ impl Container {
                 write_pid_file(pf, child.pid)?;
             }
             if opts.detach {
-                // The caller reaps it (or init does once we exit); dropping only closes fds.
-                return Ok((child.pid, None));
+                // Still our child: unreaped, it would stay a zombie in the container's pid
+                // namespace, and the container's init could then never finish exiting (its
+                // waiters hang). Reap it from a thread (init does, should this process exit).
+                let pid = child.pid;
+                std::thread::spawn(move || {
+                    let mut child = child;
+                    let _ = child.wait();
+                });
+                return Ok((pid, None));
             }
             let code = child.wait()?;
             Ok((child.pid, Some(code)))
