@@ -25,7 +25,8 @@ SECCOMP = {
     "defaultAction": "SCMP_ACT_ALLOW",
     "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
     "syscalls": [
-        # errnoRet given: uname(2) fails with ENOSYS, so do `uname` and `hostname`.
+        # errnoRet given: uname(2) fails with ENOSYS (busybox's uname and hostname then
+        # print nothing or "?").
         {"names": ["uname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
         # errnoRet absent: EPERM.
         {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
@@ -48,8 +49,7 @@ SECCOMP = {
 RESOURCES = {
     "devices": [
         {"allow": False, "access": "rwm"},
-        # Beyond the defaults: allow reading /dev/loop-control-like c 10:237, deny mknod of
-        # block devices explicitly.
+        # Beyond the defaults: read access to c 10:237 (loop-control).
         {"allow": True, "type": "c", "major": 10, "minor": 237, "access": "r"},
     ],
     "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sampan import __version__
+from sampan.cli.containers_cmd import COMMANDS as CONTAINER_COMMANDS
 from sampan.cli.images_cmd import COMMANDS as IMAGE_COMMANDS
 from sampan.cli.runtime_cmd import runtime
 from sampan.cli.system_cmd import CliState, info_cmd, system_group, version_cmd
@@ -41,6 +42,8 @@ def main(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool,
 
 main.add_command(runtime)
 for _cmd in IMAGE_COMMANDS:
+    main.add_command(_cmd)
+for _cmd in CONTAINER_COMMANDS:  # after the images: `inspect` serves both
     main.add_command(_cmd)
 main.add_command(version_cmd)
 main.add_command(info_cmd)

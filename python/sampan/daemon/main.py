@@ -178,12 +178,13 @@ def _tls_context(cfg: DaemonConfig) -> Any:
 
 
 def _app(engine: Any) -> Any:
-    from sampan.daemon import images, system
+    from sampan.daemon import containers, images, system
     from sampan.daemon.router import Router
 
     router = Router(engine)
     system.register(router)
     images.register(router)
+    containers.register(router)
     extra = getattr(engine.factory_module, "register_routes", None)
     if callable(extra):  # test hook: the factory module may add routes
         extra(router)

@@ -310,6 +310,14 @@ fn seccomp_program<'py>(
     Ok((prog.filters.len(), pyo3::types::PyBytes::new(py, &bytes)))
 }
 
+/// Docker's default seccomp profile for `capabilities` as an OCI `linux.seccomp` JSON object.
+#[pyfunction]
+#[pyo3(signature = (caps=Vec::new()))]
+fn seccomp_default_profile(caps: Vec<String>) -> PyResult<String> {
+    serde_json::to_string(&sampan_runtime::seccomp::default_profile(&caps))
+        .map_err(|e| invalid("seccomp: cannot serialise the default profile", e))
+}
+
 /// Translates an OCI config.json as `create` does, creating nothing. Returns a JSON summary:
 /// namespaces to create (clone flags and names) and to join, the process (argv, executable
 /// candidates, cwd, ids, rlimits as this build's RLIMIT_* numbers, capability names per set,
@@ -451,6 +459,7 @@ fn _runtime(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(seccomp_native_arch, m)?)?;
     m.add_function(wrap_pyfunction!(seccomp_program, m)?)?;
     m.add_function(wrap_pyfunction!(parse_spec, m)?)?;
+    m.add_function(wrap_pyfunction!(seccomp_default_profile, m)?)?;
     m.add_function(wrap_pyfunction!(cgroup_values, m)?)?;
     Ok(())
 }

@@ -1,0 +1,434 @@
+"""Container endpoints of the Engine API over `sampan.containers.ContainerStore`.
+
+The daemon learns a container's exit from its monitor's end: a pidfd of the monitor (which is
+not the daemon's child, and survives a daemon restart) is watched by the event loop; the
+monitor's exit.json holds the status. On start, running containers whose monitor lives are
+watched again (live-restore); those whose monitor is gone get their recorded exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import struct
+from typing import Any
+
+from sampan.daemon.engine import Engine, blocking
+from sampan.daemon.images import parse_filters
+from sampan.daemon.router import Router
+from sampan.daemon.server import (
+    HTTPError,
+    Hijack,
+    HijackedStream,
+    Request,
+    Response,
+    StreamResponse,
+    empty,
+    json_response,
+)
+
+log = logging.getLogger("sampand")
+
+
+class Containers:
+    def __init__(self, eng: Engine):
+        from sampan.containers.store import ContainerStore
+
+        self.eng = eng
+        self.store = ContainerStore(eng.config.data_root, eng.config.exec_root,
+                                    lambda: eng.graph)
+        self.exited: dict[str, asyncio.Event] = {}   # replaced at each exit
+        self.removed: dict[str, asyncio.Event] = {}
+        self._pidfds: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- exits
+
+    def event(self, cid: str) -> asyncio.Event:
+        ev = self.exited.get(cid)
+        if ev is None:
+            ev = self.exited[cid] = asyncio.Event()
+        return ev
+
+    def removed_event(self, cid: str) -> asyncio.Event:
+        ev = self.removed.get(cid)
+        if ev is None:
+            ev = self.removed[cid] = asyncio.Event()
+        return ev
+
+    def watch(self, rec: Any, monitor_pid: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(monitor_pid)
+        except OSError:
+            loop.call_soon(self._exited, rec.id)
+            return
+        if not self.store.monitor_alive(rec):
+            os.close(fd)
+            loop.call_soon(self._exited, rec.id)
+            return
+        self._pidfds[rec.id] = fd
+        loop.add_reader(fd, self._exited, rec.id)
+
+    def _exited(self, cid: str) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self._pidfds.pop(cid, None)
+        if fd is not None:
+            loop.remove_reader(fd)
+            os.close(fd)
+        try:
+            rec = self.store.get(cid)
+        except Exception:  # noqa: BLE001
+            return
+        self.store.record_exit(rec)
+        log.info("container %s exited with %s", cid[:12], rec.state["ExitCode"])
+        ev = self.exited.pop(cid, None)
+        if ev is not None:
+            ev.set()
+        if rec.doc["HostConfig"].get("AutoRemove"):
+            asyncio.ensure_future(self.remove(rec, force=False))
+
+    async def remove(self, rec: Any, force: bool) -> None:
+        if rec.running and force:
+            await self.stop(rec, 0)
+        await blocking(self.store.remove, rec, force)
+        ev = self.removed.pop(rec.id, None)
+        if ev is not None:
+            ev.set()
+
+    async def stop(self, rec: Any, timeout: int | None, sig: int | None = None) -> bool:
+        """Signal, then SIGKILL after `timeout` seconds (-1: wait forever). False if it was
+        not running."""
+        from sampan.containers.store import parse_signal
+
+        if not rec.running:
+            return False
+        ev = self.event(rec.id)
+        if sig is None:
+            sig = parse_signal(rec.doc["Config"].get("StopSignal"), 15)
+        if timeout is None:
+            timeout = rec.doc["Config"].get("StopTimeout") or 10
+        if timeout != 0:
+            try:
+                self.store.kill(rec, sig)
+            except Exception as e:  # noqa: BLE001
+                log.debug("stop signal: %s", e)
+            try:
+                await asyncio.wait_for(ev.wait(), None if timeout < 0 else timeout)
+                return True
+            except asyncio.TimeoutError:
+                pass
+        if rec.running:
+            try:
+                self.store.kill(rec, 9)
+            except Exception as e:  # noqa: BLE001
+                log.debug("SIGKILL: %s", e)
+            await ev.wait()
+        return True
+
+    def reconcile(self) -> None:
+        for d in self.store.leftovers():
+            log.info("removing the remains of an unfinished create: %s", d.name[:12])
+            try:
+                self.eng.graph.release(d.name, remove=True)
+            except Exception:  # noqa: BLE001
+                pass
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
+        for rec in self.store.all():
+            if rec.state.get("Status") == "removing":
+                asyncio.ensure_future(self.remove(rec, force=True))
+            elif rec.running:
+                if self.store.monitor_alive(rec):
+                    log.info("container %s: reattached to its monitor", rec.id[:12])
+                    self.watch(rec, rec.doc["SampanMonitor"]["Pid"])
+                else:
+                    self._exited(rec.id)
+
+
+def get(eng: Engine) -> Containers:
+    c = getattr(eng, "_containers", None)
+    if c is None:
+        c = eng._containers = Containers(eng)  # type: ignore[attr-defined]
+    return c
+
+
+def register(r: Router) -> None:
+    r.add("POST", "/containers/create", create)
+    r.add("GET", "/containers/json", list_)
+    r.add("POST", "/containers/prune", prune)
+    r.add("GET", "/containers/{id}/json", inspect)
+    r.add("POST", "/containers/{id}/start", start)
+    r.add("POST", "/containers/{id}/stop", stop)
+    r.add("POST", "/containers/{id}/restart", restart)
+    r.add("POST", "/containers/{id}/kill", kill)
+    r.add("POST", "/containers/{id}/wait", wait)
+    r.add("GET", "/containers/{id}/logs", logs)
+    r.add("POST", "/containers/{id}/attach", attach)
+    r.add("POST", "/containers/{id}/resize", resize)
+    r.add("DELETE", "/containers/{id}", delete)
+    try:
+        get(r.engine).reconcile()
+    except Exception as e:  # noqa: BLE001 - the daemon still serves images
+        log.error("container store: %s", e)
+
+
+def _rec(req: Request, eng: Engine) -> Any:
+    return get(eng).store.get(req.params["id"])
+
+
+async def create(req: Request, eng: Engine) -> Response:
+    body = await req.json({})
+    if not isinstance(body, dict):
+        raise HTTPError(400, "config cannot be empty in order to create a container")
+    name = req.q("name") or None
+    c = get(eng)
+    rec = await blocking(c.store.create, body, name)
+    return json_response({"Id": rec.id, "Warnings": []}, 201)
+
+
+async def list_(req: Request, eng: Engine) -> Response:
+    filters = parse_filters(req.q("filters"))
+    out = get(eng).store.list(req.qbool("all"), filters)
+    limit = req.qint("limit", -1)
+    if limit > 0:
+        out = out[:limit]
+    return json_response(out)
+
+
+async def prune(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    deleted = []
+    for rec in c.store.all():
+        if rec.state["Status"] in ("exited", "created", "dead"):
+            await c.remove(rec, False)
+            deleted.append(rec.id)
+    return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+
+async def inspect(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    return json_response(c.store.inspect(_rec(req, eng)))
+
+
+async def start(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    rec = _rec(req, eng)
+    if rec.running:
+        return empty(304)
+    c.event(rec.id)
+    try:
+        mon = await blocking(c.store.start, rec)
+    except Exception:
+        c._exited(rec.id) if False else None
+        ev = c.exited.pop(rec.id, None)
+        if ev is not None:
+            ev.set()
+        if rec.doc["HostConfig"].get("AutoRemove") and not rec.running:
+            asyncio.ensure_future(c.remove(rec, False))
+        raise
+    c.watch(rec, mon)
+    return empty(204)
+
+
+async def stop(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    rec = _rec(req, eng)
+    t = req.q("t") or req.q("timeout")
+    sig = req.q("signal")
+    from sampan.containers.store import parse_signal
+
+    done = await c.stop(rec, int(t) if t not in (None, "") else None,
+                        parse_signal(sig) if sig else None)
+    return empty(204 if done else 304)
+
+
+async def restart(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    rec = _rec(req, eng)
+    t = req.q("t")
+    await c.stop(rec, int(t) if t else None)
+    c.event(rec.id)
+    mon = await blocking(c.store.start, rec)
+    c.watch(rec, mon)
+    return empty(204)
+
+
+async def kill(req: Request, eng: Engine) -> Response:
+    from sampan.containers.store import parse_signal
+
+    c = get(eng)
+    rec = _rec(req, eng)
+    c.store.kill(rec, parse_signal(req.q("signal"), 9))
+    return empty(204)
+
+
+async def wait(req: Request, eng: Engine) -> StreamResponse:
+    c = get(eng)
+    rec = _rec(req, eng)
+    cond = req.q("condition") or "not-running"
+    if cond not in ("not-running", "next-exit", "removed"):
+        raise HTTPError(400, f"invalid condition: {cond!r}")
+    if cond == "removed":
+        ev = c.removed_event(rec.id)
+    elif cond == "next-exit" or rec.running:
+        ev = c.event(rec.id)
+    else:
+        ev = None
+
+    async def body():
+        if ev is not None:
+            await ev.wait()
+        st = rec.state
+        out: dict[str, Any] = {"StatusCode": st["ExitCode"]}
+        if st.get("Error"):
+            out["Error"] = {"Message": st["Error"]}
+        else:
+            out["Error"] = None
+        yield json.dumps(out).encode() + b"\n"
+
+    return StreamResponse(body(), 200, "application/json")
+
+
+def _frame(stream: int, data: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+async def _follow_log(c: Containers, rec: Any, offset: int, follow: bool,
+                      want: set[str], timestamps: bool, tty: bool, tail: int = -1,
+                      since: float = 0, until: float = 0):
+    """Yield encoded log output from `offset` of the json log; while following, until the
+    container stops (then what is left)."""
+    from sampan.containers.store import parse_rfc3339
+
+    path = rec.dir / f"{rec.id}-json.log"
+    ev = c.event(rec.id) if (follow and rec.running) else None
+    pending = b""
+
+    def read_from(off: int) -> tuple[bytes, int]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                data = f.read()
+                return data, off + len(data)
+        except FileNotFoundError:
+            return b"", off
+
+    first = True
+    while True:
+        data, offset = read_from(offset)
+        pending += data
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        entries = []
+        for ln in lines:
+            if not ln.strip():
+                continue
+            try:
+                m = json.loads(ln)
+            except ValueError:
+                continue
+            if m.get("stream") not in want:
+                continue
+            if since or until:
+                t = parse_rfc3339(m.get("time", ""))
+                if (since and t < since) or (until and t > until):
+                    continue
+            entries.append(m)
+        if first and tail >= 0:
+            entries = entries[len(entries) - tail:] if tail else []
+        first = False
+        out = []
+        for m in entries:
+            text = m.get("log", "")
+            if timestamps:
+                text = m.get("time", "") + " " + text
+            b = text.encode()
+            out.append(b if tty else _frame(1 if m["stream"] == "stdout" else 2, b))
+        if out:
+            yield b"".join(out)
+        if ev is None:
+            return
+        if ev.is_set():
+            ev = None  # one more read for what came last
+            continue
+        try:
+            await asyncio.wait_for(asyncio.shield(ev.wait()), 0.1)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def logs(req: Request, eng: Engine) -> StreamResponse:
+    c = get(eng)
+    rec = _rec(req, eng)
+    want = {s for s in ("stdout", "stderr") if req.qbool(s)}
+    if not want:
+        raise HTTPError(400, "Bad parameters: you must choose at least one stream")
+    tail_s = req.q("tail") or "all"
+    try:
+        tail = -1 if tail_s == "all" else int(tail_s)
+    except ValueError:
+        tail = -1
+    tty = bool(rec.doc["Config"].get("Tty"))
+    since = float(req.q("since") or 0)
+    until = float(req.q("until") or 0)
+    gen = _follow_log(c, rec, 0, req.qbool("follow"), want, req.qbool("timestamps"), tty,
+                      tail, since, until)
+    ctype = "application/vnd.docker.raw-stream" if tty else \
+        "application/vnd.docker.multiplexed-stream"
+    return StreamResponse(gen, 200, ctype)
+
+
+async def attach(req: Request, eng: Engine) -> Hijack:
+    """Output only (no stdin yet): the container's stdout/stderr from now on, multiplexed
+    without a tty, until it exits; with logs=1 what it already wrote comes first."""
+    c = get(eng)
+    rec = _rec(req, eng)
+    want = {s for s in ("stdout", "stderr") if req.qbool(s)}
+    tty = bool(rec.doc["Config"].get("Tty"))
+    path = rec.dir / f"{rec.id}-json.log"
+    if req.qbool("logs"):
+        offset = 0
+    else:
+        try:
+            offset = path.stat().st_size
+        except FileNotFoundError:
+            offset = 0
+    stream_mode = req.qbool("stream")
+
+    async def run(s: HijackedStream) -> None:
+        # not started yet: wait for the start (docker run attaches first)
+        nonlocal offset
+        for _ in range(600):
+            if rec.running or rec.state["Status"] != "created" or not stream_mode:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            async for chunk in _follow_log(c, rec, offset, stream_mode, want or
+                                           {"stdout", "stderr"}, False, tty):
+                await s.write(chunk)
+        except (ConnectionError, OSError):
+            return
+        s.close_write()
+
+    ctype = "application/vnd.docker.raw-stream" if tty else \
+        "application/vnd.docker.multiplexed-stream"
+    return Hijack(run, ctype)
+
+
+async def resize(req: Request, eng: Engine) -> Response:
+    _rec(req, eng)
+    return empty(200)
+
+
+async def delete(req: Request, eng: Engine) -> Response:
+    c = get(eng)
+    rec = _rec(req, eng)
+    force = req.qbool("force")
+    if rec.running and not force:
+        from sampan.errors import Conflict
+
+        raise Conflict(f"cannot remove container \"/{rec.name}\": container is running: "
+                       "stop the container before removing or force remove")
+    await c.remove(rec, force)
+    return empty(204)
