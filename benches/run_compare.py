@@ -523,7 +523,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="run_compare.py",
         description="Run-to-completion of `true`: Sampan against crun and runc, side by side.",
     )
-    p.add_argument("-n", type=int, default=150, help="runs per runtime (default 150)")
+    p.add_argument("-n", type=int, default=100, help="runs per runtime (default 100)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs per runtime (default 2)")
     p.add_argument(
         "--runtimes", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}"
