@@ -42,7 +42,8 @@ def say(msg: str) -> None:
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     say("$ " + " ".join(cmd))
-    return subprocess.run(cmd, **kw)
+    kw.setdefault("check", False)
+    return subprocess.run(cmd, **kw)  # noqa: PLW1510 - check is in kw
 
 
 _apt_updated = False
@@ -71,14 +72,14 @@ def apt_install(packages: list[str], *, install: bool = True) -> None:
 
 def dpkg_installed(pkg: str) -> bool:
     r = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", pkg],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     return r.returncode == 0 and r.stdout.strip().endswith("installed")
 
 
 def _has_modules(python: str, modules: list[str]) -> bool:
     code = ("import importlib.util,sys;"
             f"sys.exit(0 if all(importlib.util.find_spec(m) for m in {modules!r}) else 1)")
-    return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
+    return subprocess.run([python, "-c", code], capture_output=True, check=False).returncode == 0
 
 
 def tools_python(cache: Path, *, install: bool = True) -> str:
@@ -97,11 +98,10 @@ def tools_python(cache: Path, *, install: bool = True) -> str:
     r = _run([sys.executable, "-m", "pip", "install", "-q", *PIP_TOOLS.values()])
     if r.returncode == 0 and _has_modules(sys.executable, mods):
         return sys.executable
-    if not venv.exists():
-        if _run([sys.executable, "-m", "venv", str(venv)]).returncode != 0:
-            apt_install(["python3-venv"])
-            shutil.rmtree(venv, ignore_errors=True)
-            _run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not venv.exists() and _run([sys.executable, "-m", "venv", str(venv)]).returncode != 0:
+        apt_install(["python3-venv"])
+        shutil.rmtree(venv, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", str(venv)], check=True)
     _run([vpy, "-m", "pip", "install", "-q", *PIP_TOOLS.values()], check=True)
     return vpy
 
@@ -140,8 +140,9 @@ def ensure_build_tools(*, install: bool = True, need_build_std: bool = True) -> 
     shim.mkdir(exist_ok=True)
     for tool in ("cargo", "rustc", "rustdoc"):
         link = shim / tool
-        if not link.is_symlink() or os.readlink(link) != f"/usr/bin/{tool}":
-            if link.exists() or link.is_symlink():
-                link.unlink()
-            link.symlink_to(f"/usr/bin/{tool}")
+        if link.is_symlink() and os.readlink(link) == f"/usr/bin/{tool}":
+            continue
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(f"/usr/bin/{tool}")
     return Tools(python=tools_python(cache, install=install), shim=shim)

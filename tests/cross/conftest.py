@@ -205,7 +205,7 @@ def run_smoke(t: WheelTarget | None, site: Path, work: Path, *, emulate: bool,
     cmd += ["-I", str(HERE / "smoke.py"), str(spec_file)]
     with open(strace, "w") as err:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=work,
-                           timeout=900)
+                           timeout=900, check=False)
     text = strace.read_text(errors="replace")
     if r.returncode != 0 or not r.stdout.strip():
         tail = "\n".join(text.splitlines()[-40:])

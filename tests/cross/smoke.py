@@ -40,15 +40,16 @@ def decode(program):
 
 
 def main():
-    spec = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
     report = {}
 
     def section(name):
         def wrap(fn):
             try:
                 report[name] = fn()
-            except BaseException as e:  # report everything, judge outside
-                report[name] = {"error": "%s: %s" % (type(e).__name__, e),
+            except BaseException as e:  # noqa: BLE001 - reported, judged outside
+                report[name] = {"error": f"{type(e).__name__}: {e}",
                                 "traceback": traceback.format_exc()}
             return fn
         return wrap
@@ -85,7 +86,7 @@ def main():
                 import types
 
                 def run(args, *a, **kw):
-                    return subprocess.run([spec["qemu"], *args], *a, **kw)
+                    return subprocess.run([spec["qemu"], *args], *a, **kw)  # noqa: PLW1510
 
                 _musllinux.subprocess = types.SimpleNamespace(run=run, PIPE=subprocess.PIPE)
             return sorted({t.platform for t in tags.sys_tags() if t.abi == "abi3"})
@@ -105,8 +106,8 @@ def main():
         for s in REFERENCES:
             try:
                 out[s] = str(parse(s))
-            except Exception as e:
-                out[s] = "error: %s: %s" % (type(e).__name__, e)
+            except Exception as e:  # noqa: BLE001 - the error is the result
+                out[s] = f"error: {type(e).__name__}: {e}"
         return out
 
     @section("seccomp")

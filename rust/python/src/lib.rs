@@ -325,8 +325,8 @@ fn seccomp_default_profile(caps: Vec<String>) -> PyResult<String> {
 #[pyfunction]
 fn parse_spec(config_json: String) -> PyResult<String> {
     use sampan_runtime::{caps, plan};
-    let spec: oci_spec::runtime::Spec =
-        serde_json::from_str(&config_json).map_err(|e| invalid("config: invalid config.json", e))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_str(&config_json)
+        .map_err(|e| invalid("config: invalid config.json", e))?;
     let ns = plan::namespaces(&spec).map_err(err)?;
     let process = spec
         .process()
@@ -411,8 +411,17 @@ fn cgroup_values(
             std::fs::write(d.join("cgroup.subtree_control"), all).map_err(io)?;
         }
         let mut files: Vec<String> = [
-            "cgroup.procs", "memory.max", "memory.swap.max", "memory.low", "memory.high",
-            "cpu.weight", "cpuset.cpus", "cpuset.mems", "pids.max", "io.weight", "io.max",
+            "cgroup.procs",
+            "memory.max",
+            "memory.swap.max",
+            "memory.low",
+            "memory.high",
+            "cpu.weight",
+            "cpuset.cpus",
+            "cpuset.mems",
+            "pids.max",
+            "io.weight",
+            "io.max",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -422,7 +422,6 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources
     for d in plan::DEFAULT_DEVICES.iter() {
         rules.push(device_rule(C, Some(d.major as i64), Some(d.minor as i64)));
     }
-    rules.push(device_rule(C, Some(5), Some(1))); // /dev/console
     rules.push(device_rule(C, Some(136), None)); // /dev/pts/*
     rules.push(device_rule(C, Some(5), Some(2))); // /dev/ptmx
     rules.push(device_rule(C, Some(10), Some(200))); // /dev/net/tun
@@ -590,7 +589,8 @@ impl Container {
             .process()
             .as_ref()
             .ok_or_else(|| Error::invalid("config", "process is missing"))?;
-        let pplan = plan::process_plan(process, linux.seccomp().as_ref())?;
+        let process_home = plan::with_home(process, &rootfs);
+        let pplan = plan::process_plan(&process_home, linux.seccomp().as_ref())?;
         let has_uts = plan::has_ns(&spec, LinuxNamespaceType::Uts);
         let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
         let domainname = spec.domainname().clone().filter(|h| !h.is_empty());
@@ -629,6 +629,8 @@ impl Container {
             rootfs_path: rootfs.clone(),
             new_mount_ns: true,
             new_user_ns: new_user,
+            new_net_ns: ns.clone_flags & libc::CLONE_NEWNET != 0,
+            unshare_after_user: 0,
             unshare_cgroup_ns: ns.clone_flags & libc::CLONE_NEWCGROUP != 0,
             joins,
             root_propagation: root_propagation(&spec)?,
@@ -674,7 +676,11 @@ impl Container {
         let fifo = open_fd(&fifo_path, libc::O_RDWR, "open exec fifo")?;
 
         // The cgroup namespace is entered after the parent placed the child in its cgroup.
-        let clone_flags = ns.clone_flags & !libc::CLONE_NEWCGROUP;
+        let mut clone_flags = ns.clone_flags & !libc::CLONE_NEWCGROUP;
+        if new_user {
+            plan.unshare_after_user = clone_flags & !(libc::CLONE_NEWUSER | libc::CLONE_NEWPID);
+            clone_flags &= libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
+        }
         let spawned = spawn(
             &plan,
             clone_flags,
@@ -1065,7 +1071,8 @@ impl Container {
         }
         let spec = self.config()?;
         let linux = spec.linux().clone().unwrap_or_default();
-        let pplan = plan::process_plan(process, linux.seccomp().as_ref())?;
+        let process = plan::with_home(process, &self.state.rootfs);
+        let pplan = plan::process_plan(&process, linux.seccomp().as_ref())?;
         let pid = self.state.pid;
         let mut joins = Vec::new();
         let order = [
@@ -1107,6 +1114,8 @@ impl Container {
                 rootfs_path: self.state.rootfs.clone(),
                 new_mount_ns: false,
                 new_user_ns: false,
+                new_net_ns: false,
+                unshare_after_user: 0,
                 unshare_cgroup_ns: false,
                 joins: std::mem::take(&mut joins),
                 root_propagation: 0,

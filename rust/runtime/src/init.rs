@@ -306,6 +306,15 @@ fn run_op(root: c_int, op: &Op) -> Result<(), c_int> {
                 return Err(errno());
             }
         }
+        Op::Chmod { target, mode } => {
+            let (fd, path) = target_path(root, target, Create::Nothing)?;
+            let r = unsafe { libc::chmod(path.as_ptr(), *mode) };
+            let e = errno();
+            close(fd);
+            if r < 0 {
+                return Err(e);
+            }
+        }
         Op::Sysctl { path, value } => {
             sys::write_file(path.as_ptr(), value.to_bytes())?;
         }
@@ -879,9 +888,19 @@ pub unsafe fn exec_init(p: &Plan, fds: &ChildFds) -> ! {
 
 unsafe fn enter_namespaces(p: &Plan, fds: &ChildFds) {
     if p.new_user_ns {
-        // Become root of the new user namespace now that the parent wrote the maps.
-        check(fds, Step::BecomeRoot, 0, raw_ids::setresgid(0));
+        // Become root of the new user namespace now that the parent wrote the maps, then make
+        // the other namespaces from inside it, as runc does: what they create at birth (the
+        // mqueue root, for one) belongs to uid 0 of the container.
         check(fds, Step::BecomeRoot, 1, raw_ids::setresuid(0));
+        if p.unshare_after_user != 0 {
+            check(
+                fds,
+                Step::BecomeRoot,
+                2,
+                libc::unshare(p.unshare_after_user),
+            );
+        }
+        check(fds, Step::BecomeRoot, 0, raw_ids::setresgid(0));
     }
     for (i, j) in p.joins.iter().enumerate() {
         if j.nstype == libc::CLONE_NEWPID {
@@ -889,6 +908,9 @@ unsafe fn enter_namespaces(p: &Plan, fds: &ChildFds) {
         }
         check(fds, Step::JoinNamespace, i, libc::setns(j.fd, j.nstype));
         close(j.fd);
+    }
+    if p.new_net_ns {
+        loopback_up();
     }
     if p.unshare_cgroup_ns {
         check(
@@ -898,4 +920,20 @@ unsafe fn enter_namespaces(p: &Plan, fds: &ChildFds) {
             libc::unshare(libc::CLONE_NEWCGROUP),
         );
     }
+}
+
+/// Bring `lo` up in a fresh network namespace (ioctl, no netlink: nothing to allocate).
+unsafe fn loopback_up() {
+    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if s < 0 {
+        return;
+    }
+    let mut req: libc::ifreq = std::mem::zeroed();
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut req) == 0 {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req);
+    }
+    close(s);
 }

@@ -104,6 +104,10 @@ pub enum Op {
         path: CString,
         value: CString,
     },
+    Chmod {
+        target: Target,
+        mode: libc::mode_t,
+    },
 }
 
 pub struct NsJoin {
@@ -187,6 +191,11 @@ pub struct Plan {
     pub rootfs_path: PathBuf,
     pub new_mount_ns: bool,
     pub new_user_ns: bool,
+    /// A new network namespace gets its loopback up, as runc does.
+    pub new_net_ns: bool,
+    /// With a new user namespace, the other new namespaces (but pid) are unshared from inside
+    /// it once the child is uid 0 there.
+    pub unshare_after_user: c_int,
     pub unshare_cgroup_ns: bool,
     pub joins: Vec<NsJoin>,
     pub root_propagation: c_ulong,
@@ -485,6 +494,16 @@ fn build_cgroup_mount(
                 );
             }
         }
+    }
+    if o.flags & libc::MS_RDONLY != 0 {
+        // The tmpfs stays writable for the mounts above; its root becomes r-x like runc's.
+        b.push(
+            format!("chmod {}", m.destination().display()),
+            Op::Chmod {
+                target: Target::InRoot(cpath(&dest)?),
+                mode: 0o555,
+            },
+        );
     }
     Ok(())
 }
@@ -786,6 +805,21 @@ pub fn build_ops(spec: &Spec, ctx: &MountCtx) -> Result<(Vec<Op>, Vec<Op>, Vec<S
         names: Vec::new(),
     };
     if let Some(linux) = spec.linux() {
+        if let Some(sysctls) = linux.sysctl() {
+            let mut keys: Vec<&String> = sysctls.keys().collect();
+            keys.sort();
+            for k in keys {
+                validate_sysctl(k, spec)?;
+                let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                post.push(
+                    format!("sysctl {k}"),
+                    Op::Sysctl {
+                        path: cstr(path, "sysctl")?,
+                        value: cstr(&sysctls[k], "sysctl value")?,
+                    },
+                );
+            }
+        }
         for p in linux.readonly_paths().iter().flatten() {
             post.push(
                 format!("make {p} read-only"),
@@ -801,21 +835,6 @@ pub fn build_ops(spec: &Spec, ctx: &MountCtx) -> Result<(Vec<Op>, Vec<Op>, Vec<S
                     path: cstr(p, "masked path")?,
                 },
             );
-        }
-        if let Some(sysctls) = linux.sysctl() {
-            let mut keys: Vec<&String> = sysctls.keys().collect();
-            keys.sort();
-            for k in keys {
-                validate_sysctl(k, spec)?;
-                let path = format!("/proc/sys/{}", k.replace('.', "/"));
-                post.push(
-                    format!("sysctl {k}"),
-                    Op::Sysctl {
-                        path: cstr(path, "sysctl")?,
-                        value: cstr(&sysctls[k], "sysctl value")?,
-                    },
-                );
-            }
         }
     }
     names.extend(post.names);
@@ -1007,3 +1026,49 @@ pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 // another thread (a daemon thread pool) is sound.
 unsafe impl Send for ProcessPlan {}
 unsafe impl Sync for ProcessPlan {}
+
+/// runc's rule: a process without HOME gets the home directory of its uid from the
+/// container's /etc/passwd (read without following links out of the rootfs), else "/".
+pub fn with_home(p: &oci_spec::runtime::Process, rootfs: &Path) -> oci_spec::runtime::Process {
+    let mut env = p.env().clone().unwrap_or_default();
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return p.clone();
+    }
+    let uid = p.user().uid();
+    let home = read_in_root(rootfs, "etc/passwd")
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+            })
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    env.push(format!("HOME={home}"));
+    let mut out = p.clone();
+    out.set_env(Some(env));
+    out
+}
+
+fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let root = cpath(rootfs).ok()?;
+    let rfd = unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if rfd < 0 {
+        return None;
+    }
+    let relc = CString::new(rel).ok()?;
+    let fd = crate::sys::open_in_root(rfd, relc.as_ptr(), libc::O_RDONLY);
+    unsafe { libc::close(rfd) };
+    let fd = fd.ok()?;
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut s = String::new();
+    f.by_ref().take(1 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
