@@ -1052,7 +1052,13 @@ impl Container {
             }
         }
         let dir = self.dir();
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove state", Some(&dir), &e))?;
+        match std::fs::remove_dir_all(&dir) {
+            // Another delete of the same container got there first: the outcome is the same.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove state", Some(&dir), &e))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -1193,6 +1199,8 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// Wait for a process that is not our child: poll its pidfd. Its exit status is not ours to
 /// read, so a stopped container reports the error instead of inventing a status.
 fn wait_foreign(pid: i32, start: u64) -> Result<i32> {
+    // Still the container's process (possibly a zombie), not a recycled pid?
+    let ours = state::proc_start(pid).is_some_and(|(s, _)| s == start);
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as c_int;
     if fd >= 0 {
         let still = state::proc_start(pid).is_some_and(|(s, st)| s == start && st != 'Z');
@@ -1214,6 +1222,12 @@ fn wait_foreign(pid: i32, start: u64) -> Result<i32> {
         while state::proc_start(pid).is_some_and(|(s, st)| s == start && st != 'Z') {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+    // It may still be our own child, created through another handle: reap it so no zombie
+    // stays behind, and report its status.
+    let mut st: c_int = 0;
+    if ours && unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WALL) } == pid {
+        return Ok(decode_status(st));
     }
     Err(Error::invalid(
         "wait",
