@@ -5,13 +5,42 @@ from __future__ import annotations
 import click
 
 from sampan import __version__
-from sampan.cli.containers_cmd import COMMANDS as CONTAINER_COMMANDS
-from sampan.cli.images_cmd import COMMANDS as IMAGE_COMMANDS
 from sampan.cli.runtime_cmd import runtime
-from sampan.cli.system_cmd import CliState, info_cmd, system_group, version_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Loads the daemon-facing commands (and their HTTP client) only when one is used, so
+    `sampan runtime …` starts as fast as the runtime itself allows."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from sampan.cli.containers_cmd import COMMANDS as CONTAINER_COMMANDS
+        from sampan.cli.images_cmd import COMMANDS as IMAGE_COMMANDS
+        from sampan.cli.system_cmd import info_cmd, system_group, version_cmd
+
+        for cmd in IMAGE_COMMANDS:
+            self.add_command(cmd)
+        for cmd in CONTAINER_COMMANDS:  # after the images: `inspect` serves both
+            self.add_command(cmd)
+        self.add_command(version_cmd)
+        self.add_command(info_cmd)
+        self.add_command(system_group)
+
+    def get_command(self, ctx: click.Context, name: str):  # type: ignore[override]
+        if name != "runtime":
+            self._load()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context):  # type: ignore[override]
+        self._load()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", prog_name="sampan")
 @click.option("-H", "--host", envvar="SAMPAN_HOST", metavar="URL",
               help="daemon socket to connect to: unix:///path or tcp://host:port "
@@ -36,15 +65,12 @@ def main(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool,
         import os
 
         os.environ["SAMPAN_CONFIG"] = config_dir
+    if ctx.invoked_subcommand == "runtime":
+        return  # the runtime verbs keep their own state
+    from sampan.cli.system_cmd import CliState
+
     ctx.obj = CliState(host=host, tls=tls, tlsverify=tlsverify, tlscacert=tlscacert,
                        tlscert=tlscert, tlskey=tlskey, config_dir=config_dir, debug=debug)
 
 
 main.add_command(runtime)
-for _cmd in IMAGE_COMMANDS:
-    main.add_command(_cmd)
-for _cmd in CONTAINER_COMMANDS:  # after the images: `inspect` serves both
-    main.add_command(_cmd)
-main.add_command(version_cmd)
-main.add_command(info_cmd)
-main.add_command(system_group)
