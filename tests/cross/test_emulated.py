@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import wheel_for
+from conftest import dist_dir, wheel_for  # at import: later, 'conftest' is another dir's
 from targets import AUDIT_ARCH, CLONE3
 
 BPF_LD_W_ABS = 0x20
@@ -164,7 +164,6 @@ def test_a_failed_create_leaves_nothing_behind(target, report, tmp_path_factory)
 
 
 def test_every_wheel_in_dist_has_a_target():
-    from conftest import dist_dir
     from targets import TARGETS
 
     known = {wheel_for(t) for t in TARGETS}
