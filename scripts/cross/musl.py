@@ -2,14 +2,14 @@
 
 No distribution ships a musl CPython for soft-float MIPS (what OpenWrt runs), so one is built:
 
-1. musl itself (Debian's `musl` source package), compiled by `zig cc` for the target and
-   installed into a root directory as the dynamic loader (`/lib/ld-musl-<arch>.so.1`, which is
-   also the `libc.so` a wheel's extension names in NEEDED);
+1. musl 1.2.5 (Debian trixie's `musl` source package: the release zig's headers describe),
+   compiled by `zig cc` for the target and installed into a root directory as the dynamic
+   loader (`/lib/ld-musl-<arch>.so.1`, which is also the `libc.so` a wheel's extension names
+   in NEEDED); see `_relink_libc` and `compiler_rt.py` for what zig needed;
 2. CPython 3.11 (Debian's `python3.11` source package, upstream tarball), cross-compiled by
-   `zig cc` against that root, dynamically linked so it can dlopen extensions; the stdlib
-   modules that `Modules/Setup.stdlib` knows are linked in statically (MODULE_BUILDTYPE=static)
-   and setup.py's shared modules are skipped: the proof needs json, struct, os, re, ...
-   nothing with an outside C library.
+   `zig cc`, dynamically linked so it can dlopen extensions, with the stdlib C modules the
+   proof needs linked in (STATIC_MODULES; setup.py's shared modules are skipped) and the
+   pure-Python stdlib copied next to it.
 
 Each step leaves a `.done` marker in the cache, so only the first run pays (minutes per target).
 Run `python3 scripts/cross/musl.py TARGET...` to build ahead of the tests.
@@ -191,34 +191,62 @@ ac_cv_buggy_getaddrinfo=no
 """
 
 
+# Stdlib C modules linked into the interpreter (Modules/Setup.local, *static*): what the smoke
+# test, pip's tag code (packaging: logging, subprocess, ...) and sampan's pure-Python modules
+# import. On Linux, CPython 3.11 builds the others with setup.py, which is skipped here.
+STATIC_MODULES = [
+    "_struct", "_json", "math", "cmath", "_datetime", "_random", "_bisect", "_heapq", "select",
+    "_posixsubprocess", "fcntl", "binascii", "_contextvars", "array", "_opcode", "_typing",
+    "_socket", "_sha512", "_sha256", "_sha1", "_md5", "_queue", "grp", "resource", "termios",
+    "mmap", "_statistics", "unicodedata", "zlib", "_csv", "_pickle",
+]
+
+
+def _setup_local(src: Path) -> str:
+    """Setup.local lines for STATIC_MODULES, taken from the configured Setup.stdlib (which
+    knows each module's sources and flags and comments out what configure found missing)."""
+    lines = ["*static*"]
+    stdlib = (src / "Modules/Setup.stdlib").read_text().splitlines()
+    for name in STATIC_MODULES:
+        for ln in stdlib:
+            if ln.split()[:1] == [name]:
+                lines.append(ln)
+                break
+    return "\n".join(lines) + "\n"
+
+
 def build_python(t: MuslTarget) -> Path:
-    """CPython 3.11 for `t` in the target root (/usr/bin/python3.11); returns the root."""
+    """CPython 3.11 for `t` in the target root (/usr/bin/python3.11); returns the root.
+
+    The build tree stays in the cache: a change of the module list or of the flags only
+    re-runs what it must."""
     root = build_musl(t)
     base = root.parent
     done = base / ".python-done"
-    if done.exists() and (root / PYTHON).exists():
-        return root
     if not Path(BUILD_PYTHON).exists():
         xenv.apt_install(["python3.11"])
     src_dir = debian.source("python3.11")
     tarball = next(src_dir.glob("python3.11_*.orig.tar.*"))
-    log = base / "python.log"
-    log.write_text("")
-    xenv.say(f"{t.name}: building CPython (log {log}); this takes a while")
     w = wrappers(t)
     # -O1: quick to build and good enough for a test interpreter. -fPIC: data of libc.so is
     # reached through the GOT; copy relocations would be laid out against zig's stub libc.so,
     # which puts every data object at one address (environ, tzname, __progname, ... would
     # share one copy). zig's clang makes -Wdate-time an error, which getbuildinfo.c trips.
-    env = dict(os.environ, CONFIG_SITE=str(base / "config.site"), MODULE_BUILDTYPE="static",
+    env = dict(os.environ, CONFIG_SITE=str(base / "config.site"),
                CC=w["cc"], AR=w["ar"], RANLIB=w["ranlib"], LDFLAGS="-dynamic",
                CFLAGS="-O1 -fPIC -Wno-date-time", READELF=shutil.which("readelf") or "readelf")
     configure = ["./configure", f"--host={t.host}", "--build=x86_64-pc-linux-gnu",
                  "--prefix=/usr", f"--with-build-python={BUILD_PYTHON}", "--without-ensurepip",
                  "--disable-test-modules", "--without-doc-strings", "--enable-ipv6"]
-    # A configured tree from an interrupted run is reused when nothing changed.
-    stamp = base / "python-configured"
     key = repr((tarball.name, configure, CONFIG_SITE, env["CFLAGS"], env["LDFLAGS"]))
+    full_key = repr((key, STATIC_MODULES))
+    if done.exists() and done.read_text() == full_key and (root / PYTHON).exists():
+        return root
+    log = base / "python.log"
+    log.write_text("")
+    xenv.say(f"{t.name}: building CPython (log {log}); this takes a while")
+    # A configured tree (from an earlier or interrupted run) is reused when nothing changed.
+    stamp = base / "python-configured"
     tops = list((base / "python-build").glob("Python-*"))
     if stamp.exists() and stamp.read_text() == key and tops and (tops[0] / "Makefile").exists():
         src = tops[0]
@@ -228,12 +256,13 @@ def build_python(t: MuslTarget) -> Path:
         (base / "config.site").write_text(CONFIG_SITE)
         _run(configure, src, log, env)
         stamp.write_text(key)
-    # The interpreter with the Setup.stdlib modules built in; no setup.py shared modules.
+    setup_local = src / "Modules/Setup.local"
+    text = _setup_local(src)
+    if not setup_local.exists() or setup_local.read_text() != text:
+        setup_local.write_text(text)  # newer than the Makefile: make regenerates it
     _run(["make", f"-j{JOBS}", "python", "platform", "pybuilddir.txt"], src, log, env)
     _install_python(src, root)
-    shutil.rmtree(src.parent)
-    stamp.unlink()
-    done.write_text("ok\n")
+    done.write_text(full_key)
     return root
 
 

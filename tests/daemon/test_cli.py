@@ -242,7 +242,8 @@ def test_system_df(shared_daemon):
 
 def test_cli_help_lists_verbs():
     env = dict(os.environ, PYTHONPATH=_pythonpath())
-    r = subprocess.run(sampan_argv() + ["--help"], check=False, capture_output=True, text=True, env=env)
+    r = subprocess.run(sampan_argv() + ["--help"], check=False, capture_output=True, text=True,
+                       env=env)
     for verb in ("pull", "push", "images", "image", "history", "tag", "rmi", "login",
                  "logout", "save", "load", "system", "version", "info", "runtime"):
         assert f"  {verb}" in r.stdout

@@ -167,7 +167,8 @@ def test_remove_untags_then_deletes(graph, put_image):
     img = small_image("r")
     put_image(graph, img, "one:1")
     graph.tag("one:1", "two:2")
-    assert graph.remove("one:1") == [{"Untagged": "one:1"}, {"Untagged": f"one@{img.manifest.digest}"}]
+    assert graph.remove("one:1") == [{"Untagged": "one:1"},
+                                     {"Untagged": f"one@{img.manifest.digest}"}]
     assert graph.resolve("two:2") == img.id
     records = graph.remove("two:2")
     assert records[0] == {"Untagged": "two:2"}
@@ -455,7 +456,8 @@ CHURN = textwrap.dedent("""
         img = images[n % 4]
         put_image(g, img, f"churn:{{n % 3}}")
         if n % 2:
-            g.remove(f"churn:{{(n + 1) % 3}}") if g.list(filters={{"reference": [f"churn:{{(n + 1) % 3}}"]}}) else None
+            other = f"churn:{{(n + 1) % 3}}"
+            g.remove(other) if g.list(filters={{"reference": [other]}}) else None
         if n % 5 == 4:
             g.prune({{"dangling": ["false"]}})
         n += 1

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from sampan.containers import spec as specmod
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
+from sampan.units import human_duration
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -53,34 +54,6 @@ def parse_rfc3339(s: str) -> float:
         return 0.0
     base = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
     return base + (float("0." + m.group(2)) if m.group(2) else 0.0)
-
-
-def human_duration(sec: float) -> str:
-    """go-units HumanDuration."""
-    s = int(sec)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -529,7 +502,7 @@ def parse_signal(s: str | int | None, default: int = signal.SIGKILL) -> int:
     if t.isdigit():
         n = int(t)
     else:
-        n = SIGNALS.get(t[3:] if t.startswith("SIG") else t, 0)
+        n = SIGNALS.get(t.removeprefix("SIG"), 0)
     if not 0 < n < 65:
         raise InvalidArgument(f"Invalid signal: {s}")
     return n

@@ -18,9 +18,9 @@ from sampan.daemon.engine import Engine, blocking
 from sampan.daemon.images import parse_filters
 from sampan.daemon.router import Router
 from sampan.daemon.server import (
-    HTTPError,
     Hijack,
     HijackedStream,
+    HTTPError,
     Request,
     Response,
     StreamResponse,

@@ -1,4 +1,7 @@
-"""Registry client: OCI distribution / Docker Registry HTTP API v2 (see docs/images-interfaces.md)."""
+"""Registry client: OCI distribution / Docker Registry HTTP API v2.
+
+See docs/images-interfaces.md.
+"""
 
 from sampan.registry.auth import TokenCache
 from sampan.registry.client import Registry, Repository

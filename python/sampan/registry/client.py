@@ -251,7 +251,8 @@ class Repository:
                 detail = "unauthorized: " + detail
             return Unauthorized(f"{what}: {detail}")
         if status == 403:
-            return Unauthorized(f"{what}: {msg or 'denied: requested access to the resource is denied'}")
+            denied = "denied: requested access to the resource is denied"
+            return Unauthorized(f"{what}: {msg or denied}")
         if status == 404:
             return NotFound(f"{what}: {msg or 'not found'}")
         return RegistryError(f"{what}: {resp.request.method if resp.request else ''} "
