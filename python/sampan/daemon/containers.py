@@ -41,6 +41,9 @@ class Containers:
         self.exited: dict[str, asyncio.Event] = {}   # replaced at each exit
         self.removed: dict[str, asyncio.Event] = {}
         self._pidfds: dict[str, int] = {}
+        # Attach streams per container: an auto-removed container keeps its log until they
+        # have read it (they follow the json log, not the process's pipes).
+        self.attached: dict[str, int] = {}
 
     # ---------------------------------------------------------------- exits
 
@@ -86,7 +89,14 @@ class Containers:
         if ev is not None:
             ev.set()
         if rec.doc["HostConfig"].get("AutoRemove"):
-            asyncio.ensure_future(self.remove(rec, force=False))
+            asyncio.ensure_future(self._auto_remove(rec))
+
+    async def _auto_remove(self, rec: Any) -> None:
+        for _ in range(200):  # at most 10 s for attached clients to drain the log
+            if not self.attached.get(rec.id):
+                break
+            await asyncio.sleep(0.05)
+        await self.remove(rec, force=False)
 
     async def remove(self, rec: Any, force: bool) -> None:
         if rec.running and force:
@@ -397,6 +407,15 @@ async def attach(req: Request, eng: Engine) -> Hijack:
     stream_mode = req.qbool("stream")
 
     async def run(s: HijackedStream) -> None:
+        c.attached[rec.id] = c.attached.get(rec.id, 0) + 1
+        try:
+            await stream(s)
+        finally:
+            c.attached[rec.id] -= 1
+            if not c.attached[rec.id]:
+                del c.attached[rec.id]
+
+    async def stream(s: HijackedStream) -> None:
         # not started yet: wait for the start (docker run attaches first)
         nonlocal offset
         for _ in range(600):

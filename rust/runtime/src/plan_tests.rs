@@ -432,6 +432,8 @@ fn expected_cgroup_names() -> Vec<String> {
             }
         }
     }
+    // runc's spec mounts cgroups "ro": the tmpfs root turns r-x after the hierarchies.
+    names.push("chmod /sys/fs/cgroup".into());
     names
 }
 
@@ -800,9 +802,10 @@ fn sysctl_net_needs_a_network_namespace() {
         &["pid", "network", "mount"],
         json!({"net.ipv4.ip_forward": "1"}),
     );
-    let (_, post, names) = build(v).unwrap();
-    assert_eq!(names.last().unwrap(), "sysctl net.ipv4.ip_forward");
-    match post.last().unwrap() {
+    let (pre, post, names) = build(v).unwrap();
+    // Sysctls are the first thing after pivot_root, before /proc/sys turns read-only.
+    assert_eq!(names[pre.len()], "sysctl net.ipv4.ip_forward");
+    match post.first().unwrap() {
         Op::Sysctl { path, value } => {
             assert_eq!(path.to_str().unwrap(), "/proc/sys/net/ipv4/ip_forward");
             assert_eq!(value.to_str().unwrap(), "1");
@@ -839,13 +842,13 @@ fn sysctl_not_namespaced_is_refused_whatever_the_namespaces() {
 }
 
 #[test]
-fn sysctl_ops_come_last_sorted_by_key() {
+fn sysctl_ops_come_first_after_pivot_sorted_by_key() {
     let v = with_sysctl(
         &["network", "ipc", "mount"],
         json!({"net.core.somaxconn": "512", "kernel.shmmni": "8", "net.ipv4.ip_forward": "1"}),
     );
-    let (_, post, names) = build(v).unwrap();
-    let tail: Vec<&str> = names[names.len() - 3..]
+    let (pre, post, names) = build(v).unwrap();
+    let tail: Vec<&str> = names[pre.len()..pre.len() + 3]
         .iter()
         .map(|s| s.as_str())
         .collect();
@@ -857,9 +860,7 @@ fn sysctl_ops_come_last_sorted_by_key() {
             "sysctl net.ipv4.ip_forward"
         ]
     );
-    assert!(post[post.len() - 3..]
-        .iter()
-        .all(|o| matches!(o, Op::Sysctl { .. })));
+    assert!(post[..3].iter().all(|o| matches!(o, Op::Sysctl { .. })));
 }
 
 // --------------------------------------------------------------------------- the rest
