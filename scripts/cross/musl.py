@@ -72,12 +72,18 @@ JOBS = os.environ.get("SAMPAN_CROSS_JOBS", "2")
 
 
 def zig_binary() -> Path:
+    """zig from the ziglang package: this interpreter's, else the build tools' (installed by
+    scripts/build-wheels' rules: pip, or a venv in the cache)."""
     import importlib.util
 
     spec = importlib.util.find_spec("ziglang")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("cross: the ziglang package is missing (pip install ziglang)")
-    return Path(next(iter(spec.submodule_search_locations))) / "zig"
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "zig"
+    python = xenv.tools_python(xenv.cache_dir())
+    code = "import ziglang, os; print(os.path.dirname(ziglang.__file__))"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    return Path(out) / "zig"
 
 
 def wrappers(t: MuslTarget) -> dict[str, str]:
@@ -198,7 +204,7 @@ STATIC_MODULES = [
     "_struct", "_json", "math", "cmath", "_datetime", "_random", "_bisect", "_heapq", "select",
     "_posixsubprocess", "fcntl", "binascii", "_contextvars", "array", "_opcode", "_typing",
     "_socket", "_sha512", "_sha256", "_sha1", "_md5", "_queue", "grp", "resource", "termios",
-    "mmap", "_statistics", "unicodedata", "zlib", "_csv", "_pickle",
+    "mmap", "_statistics", "unicodedata", "_csv", "_pickle",
 ]
 
 
@@ -234,11 +240,14 @@ def build_python(t: MuslTarget) -> Path:
     # share one copy). zig's clang makes -Wdate-time an error, which getbuildinfo.c trips.
     env = dict(os.environ, CONFIG_SITE=str(base / "config.site"),
                CC=w["cc"], AR=w["ar"], RANLIB=w["ranlib"], LDFLAGS="-dynamic",
-               CFLAGS="-O1 -fPIC -Wno-date-time", READELF=shutil.which("readelf") or "readelf")
+               CFLAGS="-O1 -fPIC -Wno-date-time", READELF=shutil.which("readelf") or "readelf",
+               # The host's .pc files describe x86_64 libraries: find none.
+               PKG_CONFIG_LIBDIR="/nonexistent", PKG_CONFIG_PATH="")
     configure = ["./configure", f"--host={t.host}", "--build=x86_64-pc-linux-gnu",
                  "--prefix=/usr", f"--with-build-python={BUILD_PYTHON}", "--without-ensurepip",
                  "--disable-test-modules", "--without-doc-strings", "--enable-ipv6"]
-    key = repr((tarball.name, configure, CONFIG_SITE, env["CFLAGS"], env["LDFLAGS"]))
+    key = repr((tarball.name, configure, CONFIG_SITE, env["CFLAGS"], env["LDFLAGS"],
+                env["PKG_CONFIG_LIBDIR"]))
     full_key = repr((key, STATIC_MODULES))
     if done.exists() and done.read_text() == full_key and (root / PYTHON).exists():
         return root

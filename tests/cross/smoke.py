@@ -85,8 +85,14 @@ def main():
                 import subprocess
                 import types
 
+                prefix = os.environ.get("QEMU_LD_PREFIX", "")
+
                 def run(args, *a, **kw):
-                    return subprocess.run([spec["qemu"], *args], *a, **kw)  # noqa: PLW1510
+                    # qemu takes the program's own path from the host's file system.
+                    exe = prefix + args[0] if os.path.exists(prefix + args[0]) else args[0]
+                    env = {k: v for k, v in os.environ.items()
+                           if k in ("PATH", "QEMU_LD_PREFIX") or not k.startswith("QEMU_")}
+                    return subprocess.run([spec["qemu"], exe, *args[1:]], *a, env=env, **kw)  # noqa: PLW1510
 
                 _musllinux.subprocess = types.SimpleNamespace(run=run, PIPE=subprocess.PIPE)
             return sorted({t.platform for t in tags.sys_tags() if t.abi == "abi3"})

@@ -7,7 +7,8 @@ import hashlib
 import zipfile
 
 import pytest
-from conftest import dist_dir, wheel_for
+from cross_targets import GLIBC_MAX, MANYLINUX_LIBS, TARGETS, WheelTarget
+from crosslib import dist_dir, wheel_for
 from elfinfo import (
     EF_ARM_ABI_FLOAT_HARD,
     EF_ARM_ABI_FLOAT_SOFT,
@@ -23,7 +24,6 @@ from elfinfo import (
     TAG_ABI_VFP_ARGS,
     parse,
 )
-from targets import GLIBC_MAX, MANYLINUX_LIBS, TARGETS, WheelTarget
 
 EXT = "sampan/_runtime.abi3.so"
 
