@@ -10,11 +10,29 @@ pub const ERROR: u32 = 4;
 /// The state JSON for startContainer hooks travels as one datagram right after GO.
 pub const HOOK_STATE_MAX: usize = 16384;
 
-/// Steps the child reports failures for; `index` says which op/rlimit/namespace.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    WaitParent = 1,
+/// One list makes both the enum and its decoder, so a new step cannot be left out of either.
+macro_rules! steps {
+    ($first:ident, $($name:ident),* $(,)?) => {
+        /// Steps the child reports failures for; `index` says which op/rlimit/namespace.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Step {
+            $first = 1,
+            $($name),*
+        }
+
+        impl Step {
+            pub fn from_u32(n: u32) -> Option<Step> {
+                [Step::$first, $(Step::$name),*]
+                    .into_iter()
+                    .find(|s| *s as u32 == n)
+            }
+        }
+    };
+}
+
+steps!(
+    WaitParent,
     BecomeRoot,
     JoinNamespace,
     UnshareCgroupNs,
@@ -42,44 +60,7 @@ pub enum Step {
     WaitStart,
     Exec,
     StartHook,
-}
-
-impl Step {
-    pub fn from_u32(n: u32) -> Option<Step> {
-        use Step::*;
-        const ALL: [Step; 28] = [
-            WaitParent,
-            BecomeRoot,
-            JoinNamespace,
-            UnshareCgroupNs,
-            Setsid,
-            Hostname,
-            Domainname,
-            RootPropagation,
-            BindRootfs,
-            OpenRootfs,
-            PreOp,
-            PivotRoot,
-            PostOp,
-            ReadonlyRoot,
-            Console,
-            Rlimit,
-            NoNewPrivs,
-            Seccomp,
-            ExecLookup,
-            CapBounding,
-            SetGroups,
-            SetGid,
-            SetUid,
-            Capabilities,
-            Chdir,
-            WaitStart,
-            Exec,
-            StartHook,
-        ];
-        ALL.iter().copied().find(|s| *s as u32 == n)
-    }
-}
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

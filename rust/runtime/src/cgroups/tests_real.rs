@@ -640,23 +640,8 @@ fn real_v2_on_unified_mount() {
 
 /// clone3(CLONE_INTO_CGROUP) a child that waits for release then spins.
 fn clone_into(fd: &std::os::fd::OwnedFd) -> Option<Child> {
+    use crate::clone::{CloneArgs, CLONE_INTO_CGROUP};
     use std::os::fd::AsRawFd;
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut fds = [0; 2];
     // SAFETY: fds is a valid 2-int array.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
