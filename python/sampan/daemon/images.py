@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sampan.daemon.engine import Engine, SyncBody, blocking, iterate_in_thread, normalize_auth
+from sampan.daemon.events import emit
 from sampan.daemon.router import Router, api_at_least
 from sampan.daemon.server import (
     HTTPError,
@@ -179,6 +180,38 @@ def _reference():
     return reference
 
 
+def _familiar(ref: str) -> str:
+    """docker.io/library/busybox:latest → busybox:latest, as docker's events name images."""
+    for p in ("docker.io/library/", "docker.io/", "index.docker.io/library/"):
+        if ref.startswith(p):
+            return ref[len(p):]
+    return ref
+
+
+async def _image_id(eng: Engine, ref: str) -> str:
+    try:
+        return str(await eng.on_graph("resolve", ref))
+    except Exception:  # noqa: BLE001 - an event names what it can
+        return ref
+
+
+def _then_event(eng: Engine, fn: Any, action: str, ref: str) -> Any:
+    """`fn`, then (when it succeeded) an image event named like docker's: the reference with
+    its tag (busybox:latest), attribute name without (busybox)."""
+    def call(*args: Any) -> Any:
+        out = fn(*args)
+        name = _familiar(ref)
+        if not _has_tag_or_digest(name):
+            name += ":latest"
+        repo = name.split("@")[0]
+        if ":" in repo.rsplit("/", 1)[-1]:
+            repo = repo.rsplit(":", 1)[0]
+        emit(eng, "image", action, name, {"name": repo})
+        return out
+    call.__name__ = getattr(fn, "__name__", action)
+    return call
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -212,7 +245,8 @@ async def images_create(req: Request, eng: Engine) -> Any:
         return await _progress_stream(eng, pull_all, name, platform, registry_auth(req))
     platform = (req.q("platform") or "").strip() or None
     auth = registry_auth(req)
-    return await _progress_stream(eng, eng.on_images("pull"), name, platform, auth)
+    pull = _then_event(eng, eng.on_images("pull"), "pull", name)
+    return await _progress_stream(eng, pull, name, platform, auth)
 
 
 async def image_push(req: Request, eng: Engine) -> Any:
@@ -221,7 +255,8 @@ async def image_push(req: Request, eng: Engine) -> Any:
     if tag:
         name = f"{name}:{tag}" if not _has_tag_or_digest(name) else name
     auth = registry_auth(req)
-    return await _progress_stream(eng, eng.on_images("push"), name, auth)
+    push = _then_event(eng, eng.on_images("push"), "push", name)
+    return await _progress_stream(eng, push, name, auth)
 
 
 async def image_inspect(req: Request, eng: Engine) -> Response:
@@ -246,12 +281,20 @@ async def image_tag(req: Request, eng: Engine) -> Response:
     if getattr(ref, "digest", None):
         raise HTTPError(400, "refusing to create a tag with a digest reference")
     await eng.on_graph("tag", req.params["name"], ref)
+    image_id = await _image_id(eng, req.params["name"])
+    emit(eng, "image", "tag", image_id, {"name": _familiar(text)})
     return empty(201)
 
 
 async def image_delete(req: Request, eng: Engine) -> Response:
+    image_id = await _image_id(eng, req.params["name"])
     result = await eng.on_graph("remove", req.params["name"], force=req.qbool("force"),
-                            noprune=req.qbool("noprune"))
+                                noprune=req.qbool("noprune"))
+    for item in result or []:
+        if isinstance(item, dict) and item.get("Untagged"):
+            emit(eng, "image", "untag", image_id, {"name": image_id})
+        elif isinstance(item, dict) and item.get("Deleted"):
+            emit(eng, "image", "delete", item["Deleted"], {"name": item["Deleted"]})
     return json_response(result)
 
 
@@ -282,6 +325,9 @@ async def _save(eng: Engine, names: list[str]) -> StreamResponse:
                 yield c
         finally:
             await gen.aclose()
+        for n in names:
+            image_id = await _image_id(eng, n)
+            emit(eng, "image", "save", image_id, {"name": image_id})
 
     return StreamResponse(chunks(), content_type="application/x-tar")
 
@@ -308,4 +354,7 @@ async def images_load(req: Request, eng: Engine) -> Response:
         if not s.startswith("Loaded image"):
             s = (f"Loaded image ID: {s}" if s.startswith("sha256:") else f"Loaded image: {s}")
         lines.append(_line({"stream": s.rstrip("\n") + "\n"}))
+        ref = s.split(":", 1)[1].strip() if s.startswith("Loaded image") else s
+        image_id = await _image_id(eng, ref.removeprefix("ID:").strip())
+        emit(eng, "image", "load", image_id, {"name": image_id})
     return Response(200, b"".join(lines), "application/json")

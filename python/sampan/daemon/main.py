@@ -185,6 +185,9 @@ def _app(engine: Any) -> Any:
     system.register(router)
     images.register(router)
     containers.register(router)
+    from sampan.daemon import events
+
+    events.register(router)
     extra = getattr(engine.factory_module, "register_routes", None)
     if callable(extra):  # test hook: the factory module may add routes
         extra(router)
