@@ -13,8 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -288,9 +286,17 @@ class ContainerStore:
 
     # ---------------------------------------------------------------- start / exit
 
-    def start(self, rec: Record) -> int:
+    def monitor_options(self, rec: Record) -> dict[str, Any]:
+        """The monitor's options, written to monitor.json (docs/monitor.md)."""
+        cfg = rec.doc["Config"]
+        return {"tty": bool(cfg.get("Tty")), "stdin": bool(cfg.get("OpenStdin")),
+                "stdin_once": bool(cfg.get("StdinOnce"))}
+
+    def start(self, rec: Record, on_created: Callable[[], None] | None = None) -> int:
         """Start the container's monitor; returns the monitor's pid (for the daemon to watch).
-        Raises EngineError with the runtime's message when the process cannot start."""
+        `on_created` runs between the monitor's "created" and the start (attach clients that
+        waited for the start connect then). Raises EngineError with the runtime's message when
+        the process cannot start."""
         with rec.lock:
             if rec.running:
                 return 0
@@ -305,33 +311,10 @@ class ContainerStore:
                     _runtime.Container.load(rec.id, str(self.runtime_root)).delete(True)
                 except Exception:  # noqa: BLE001
                     shutil.rmtree(stale, ignore_errors=True)
-            r, w = os.pipe2(os.O_CLOEXEC)
-            try:
-                env = {k: v for k, v in os.environ.items()
-                       if k in ("PATH", "PYTHONPATH", "LANG", "LC_ALL")}
-                p = subprocess.Popen(
-                    [sys.executable, "-S" if False else "-B", "-m", "sampan.monitor",
-                     str(rec.dir), rec.id, str(self.runtime_root), str(w)],
-                    pass_fds=[w], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=open(rec.dir / "monitor.log", "ab"), start_new_session=True,
-                    env=env, close_fds=True)
-            finally:
-                os.close(w)
-            try:
-                p.wait()
-                data = b""
-                while True:
-                    chunk = os.read(r, 65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            finally:
-                os.close(r)
-            try:
-                msg = json.loads(data) if data else {"error": "the monitor died: " +
-                                                     _tail(rec.dir / "monitor.log")}
-            except ValueError:
-                msg = {"error": f"the monitor answered {data[:200]!r}"}
+            from sampan.containers import launch
+
+            msg = launch.start_run(rec.dir, rec.id, self.runtime_root,
+                                   self.monitor_options(rec), on_created)
             if "error" in msg:
                 self.record_exit(rec)
                 if not rec.state.get("Error"):
