@@ -68,10 +68,18 @@ class ImageService:
         puller = Puller(self.graph, self.config, self.tokens, progress)
         return puller.pull(r, platform, self._creds(r.domain, auth), credentials.lookup)
 
+    def pull_all_tags(self, repo: str, platform: str | None = None, auth: dict | None = None,
+                      progress: Progress | None = None) -> list[str]:
+        """`docker pull -a repo`: every tag the registry lists; returns the image ids."""
+        r = parse(repo, default_tag=None)
+        puller = Puller(self.graph, self.config, self.tokens, progress)
+        return puller.pull_all(r, platform, self._creds(r.domain, auth), credentials.lookup)
+
     def push(self, ref: str, auth: dict | None = None,
              progress: Progress | None = None) -> str:
-        """Push the local image `ref` to its registry; returns the manifest digest."""
-        r = parse(ref)
+        """Push the local image `ref` to its registry; returns the manifest digest. A name
+        without a tag pushes every local tag of the repository (dockerd's behaviour)."""
+        r = parse(ref, default_tag=None)
         pusher = Pusher(self.graph, self.config, self.tokens, progress)
         return pusher.push(r, self._creds(r.domain, auth))
 

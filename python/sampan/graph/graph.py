@@ -492,6 +492,12 @@ class Graph:
         with self.db.tx() as c:
             self._set_ref(c, ref, "tag", image_id)
 
+    def tags_of(self, repo: str) -> list:
+        """[(fully qualified "repo:tag", image id)] of one repository ("docker.io/library/x")."""
+        return [(r["name"], r["image_id"]) for r in self.db.query(
+            "SELECT name, image_id FROM refs WHERE repo=? AND kind='tag' ORDER BY name",
+            (repo,))]
+
     def resolve(self, name: str) -> str:
         """A reference, full id or unique id prefix → the image id; ImageNotFound otherwise."""
         reference = _reference()

@@ -291,6 +291,34 @@ class Repository:
         resp.close()
         return resp.headers.get("Docker-Content-Digest", "")
 
+    # ---- tags ---------------------------------------------------------------------------
+    def tags(self, page_size: int = 1000, max_pages: int = 1000) -> list[str]:
+        """Every tag of the repository (`GET /v2/<name>/tags/list`), following the `Link:
+        <…>; rel="next"` pages that registries (Docker Hub among them) paginate with."""
+        url = self.url("tags", "list") + "?" + urlencode({"n": page_size})
+        out: list[str] = []
+        seen: set[str] = set()
+        for _ in range(max_pages):
+            resp = self.request("GET", url)
+            if resp.status_code != 200:
+                raise self.error(resp, f"tags of {self.path}")
+            try:
+                doc = resp.json()
+            except ValueError as e:
+                resp.close()
+                raise RegistryError(f"tags of {self.path}: invalid JSON: {e}") from None
+            resp.close()
+            tags = doc.get("tags") if isinstance(doc, dict) else None
+            for t in tags or []:
+                if isinstance(t, str) and t not in seen:
+                    seen.add(t)
+                    out.append(t)
+            nxt = _next_link(resp.headers.get("Link", ""))
+            if not nxt or not tags:
+                return out
+            url = urljoin(self.registry.base + "/", nxt)
+        raise RegistryError(f"tags of {self.path}: more than {max_pages} pages")
+
     # ---- blobs --------------------------------------------------------------------------
     def blob_size(self, digest: str) -> int | None:
         """HEAD a blob: its size, or None when the repository has no such blob."""
@@ -370,3 +398,16 @@ class Repository:
         if resp.status_code not in (201, 204):
             raise self.error(resp, f"blob upload {digest}")
         resp.close()
+
+
+def _next_link(header: str) -> str | None:
+    """The target of `rel="next"` in an RFC 8288 Link header, if any."""
+    for part in header.split(","):
+        target, _, params = part.partition(";")
+        target = target.strip()
+        if not (target.startswith("<") and target.endswith(">")):
+            continue
+        rels = [p.strip() for p in params.split(";")]
+        if any(r.replace(" ", "") in ('rel="next"', "rel=next") for r in rels):
+            return target[1:-1]
+    return None

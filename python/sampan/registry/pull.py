@@ -24,7 +24,14 @@ from typing import Callable
 import requests
 import urllib3
 
-from sampan.errors import Conflict, NotFound, RegistryError, SampanError, Unauthorized
+from sampan.errors import (
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    SampanError,
+    Unauthorized,
+)
 from sampan.reference import Reference
 from sampan.registry import manifest as mf
 from sampan.registry.auth import TokenCache
@@ -165,6 +172,7 @@ class Puller:
         self.tokens = tokens
         self.out = Reporter(progress)
         self.cancelled = threading.Event()
+        self.newer = False          # did the last tag pulled get a new image or tag?
 
     # ---- entry point --------------------------------------------------------------------
     def pull(self, ref: Reference, platform: str | None, creds: dict | None,
@@ -173,17 +181,31 @@ class Puller:
         want = mf.parse_platform(platform) if platform else mf.host_platform()
         if ref.digest and ref.tag:
             ref = ref.with_tag(None)
-        endpoints = self.config.endpoints(ref.domain)
-        errors: list[str] = []
+        return self._on_endpoints(ref, creds, creds_for, lambda reg: self._pull_from(
+            reg, ref, want, explicit=platform is not None))
+
+    def pull_all(self, ref: Reference, platform: str | None, creds: dict | None,
+                 creds_for: Callable[[str], dict | None] = lambda host: None) -> list[str]:
+        """`docker pull -a`: every tag the registry lists for the repository, each pulled as
+        `pull` does, then one Status line for the repository (dockerd's output). Returns the
+        image ids in the registry's tag order."""
+        if ref.tag or ref.digest:
+            raise InvalidArgument("tag can't be used with --all-tags/-a")
+        want = mf.parse_platform(platform) if platform else mf.host_platform()
+        return self._on_endpoints(ref, creds, creds_for, lambda reg: self._pull_all_from(
+            reg, ref, want, explicit=platform is not None))
+
+    def _on_endpoints(self, ref: Reference, creds: dict | None,
+                      creds_for: Callable[[str], dict | None], fn: Callable):
+        """`fn(registry)` on the first endpoint (mirrors first) that can answer."""
         last: BaseException | None = None
-        for i, ep in enumerate(endpoints):
+        for ep in self.config.endpoints(ref.domain):
             c = creds if not ep.mirror else creds_for(ep.auth_host)
             reg = Registry(ep, self.config, c, self.tokens)
             try:
-                return self._pull_from(reg, ref, want, explicit=platform is not None)
+                return fn(reg)
             except _Fallback as fb:
                 last = fb.cause
-                errors.append(f"{ep}: {fb.cause}")
                 log.info("pull %s from %s failed, trying the next endpoint: %s", ref, ep,
                          fb.cause)
                 continue
@@ -192,8 +214,48 @@ class Puller:
         assert last is not None
         raise last
 
+    def _pull_all_from(self, reg: Registry, ref: Reference, want: mf.Platform,
+                       explicit: bool) -> list[str]:
+        repo = Repository(reg, ref.path, ["pull"])
+        try:
+            reg.ping()
+            tags = repo.tags()
+        except ConnectError as e:
+            raise _Fallback(e) from None
+        except SampanError as e:
+            if reg.endpoint.mirror:
+                raise _Fallback(e) from None
+            if isinstance(e, Unauthorized) and not (
+                    reg.auth.has_credentials and "incorrect" in str(e)):
+                detail = str(e).split(": ", 1)[-1]
+                raise Unauthorized(f"pull access denied for {ref.familiar_name()}, repository "
+                                   f"does not exist or may require 'docker login': {detail}"
+                                   ) from None
+            if isinstance(e, NotFound):
+                detail = str(e).split(": ", 1)[-1]
+                raise NotFound(f"repository {ref.familiar_name()} not found: {detail}"
+                               ) from None
+            raise
+        ids: list[str] = []
+        newer = False
+        for tag in tags:
+            try:
+                tagged = ref.with_tag(tag)
+            except SampanError:
+                raise RegistryError(f"{ref.familiar_name()}: the registry lists an invalid "
+                                    f"tag {tag!r}") from None
+            try:
+                ids.append(self._pull_from(reg, tagged, want, explicit, final_status=False))
+            except _Fallback as fb:
+                # tags already pulled from this endpoint: another one would mix sources
+                raise fb.cause from None
+            newer = newer or self.newer
+        what = "Downloaded newer image" if newer else "Image is up to date"
+        self.out.plain(f"Status: {what} for {ref.familiar_name()}")
+        return ids
+
     def _pull_from(self, reg: Registry, ref: Reference, want: mf.Platform,
-                   explicit: bool) -> str:
+                   explicit: bool, final_status: bool = True) -> str:
         ep: Endpoint = reg.endpoint
         repo = Repository(reg, ref.path, ["pull"])
         try:
@@ -246,10 +308,10 @@ class Puller:
             image_id = self.graph.add_image(m.config.digest, m.digest, ref, m.media_type,
                                             index_digest=top.digest if top is not m else None)
         self.out.plain(f"Digest: {top.digest}")
-        if old_id == image_id:
-            self.out.plain(f"Status: Image is up to date for {ref.familiar()}")
-        else:
-            self.out.plain(f"Status: Downloaded newer image for {ref.familiar()}")
+        self.newer = old_id != image_id
+        if final_status:
+            what = "Downloaded newer image" if self.newer else "Image is up to date"
+            self.out.plain(f"Status: {what} for {ref.familiar()}")
         return image_id
 
     def _resolve(self, ref: Reference) -> str | None:

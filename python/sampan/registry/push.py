@@ -65,12 +65,29 @@ class Pusher:
         self.out = Reporter(progress)
 
     def push(self, ref: Reference, creds: dict | None) -> str:
+        """Push `ref`; without a tag, every local tag of its repository in lexical order, as
+        dockerd does. Returns the (last) manifest digest."""
         if ref.digest:
             raise InvalidArgument("cannot push a digest reference")
-        tag = ref.tag or "latest"
-        ref = ref.with_tag(tag)
-        image_id = self.graph.resolve(str(ref))
+        if ref.tag:
+            targets = [(ref, self.graph.resolve(str(ref)))]
+        else:
+            targets = self._local_tags(ref)
+            if not targets:
+                raise NotFound(f"An image does not exist locally with the tag: "
+                               f"{ref.familiar_name()}")
         self.out.plain(f"The push refers to repository [{ref.name()}]")
+        digest = ""
+        for tagged, image_id in targets:
+            digest = self._push_one(tagged, image_id, creds)
+        return digest
+
+    def _local_tags(self, ref: Reference) -> list[tuple[Reference, str]]:
+        refs = [(parse(name, default_tag=None), image_id)
+                for name, image_id in self.graph.tags_of(ref.name())]
+        return sorted(refs, key=lambda x: str(x[0]))
+
+    def _push_one(self, ref: Reference, image_id: str, creds: dict | None) -> str:
         endpoint = self.config.endpoints(ref.domain, push=True)
         last: BaseException | None = None
         for ep in endpoint:
