@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sampan.containers import resources as resmod
 from sampan.errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -204,6 +205,8 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
             process["noNewPrivileges"] = True
         elif k == "no-new-privileges" and v == "false":
             pass
+        elif resmod.security_opt(opt) is not None:
+            pass  # resources.apply: seccomp profiles, apparmor/label, systempaths
         else:
             raise InvalidArgument(f"invalid --security-opt: {opt!r} (supported: "
                                   "seccomp=unconfined, no-new-privileges)")
@@ -285,6 +288,8 @@ def network_mode(host: dict[str, Any]) -> str:
         return "none" if mode == "none" else "bridge"
     if mode == "host":
         return "host"
+    if isinstance(mode, str) and mode.startswith("container:") and len(mode) > 10:
+        return "container"  # joins another container's (resources.apply)
     raise InvalidArgument(f"network mode {mode!r} is not supported yet (none, host, bridge)")
 
 

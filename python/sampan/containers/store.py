@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sampan.containers import resources
 from sampan.containers import spec as specmod
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
 from sampan.units import human_duration
@@ -69,6 +70,7 @@ class Record:
         self.doc = doc
         self.dir = cdir
         self.lock = threading.Lock()
+        self.warnings: list[str] = []  # for the create answer
 
     @property
     def id(self) -> str:
@@ -216,6 +218,7 @@ class ContainerStore:
             rootfs = graph.prepare(image_id, cid, cdir / "fs")
             specmod.write_etc_files(cdir, cid, hostname, netmode)
             oci = specmod.make_spec(cid, Path(rootfs), cdir, image_config, config, host)
+            warnings = resources.apply(oci, host, config, self, cdir)
             specmod.atomic_write(cdir / "config.json", json.dumps(oci).encode(), 0o600)
             args = oci["process"]["args"]
             host_doc = dict(host)
@@ -270,6 +273,7 @@ class ContainerStore:
                 "SampanMonitor": {"Pid": 0, "StartTime": 0},
             }
             rec = Record(doc, cdir)
+            rec.warnings = warnings
             rec.save()
         except BaseException:
             with self.lock:
@@ -304,6 +308,7 @@ class ContainerStore:
                 raise Conflict("container is marked for removal and cannot be started")
             graph = self._graph()
             graph.prepare(rec.doc["Image"], rec.id, rec.dir / "fs")  # idempotent: remounts
+            resources.refresh_joins(rec, self, specmod.atomic_write)
             stale = self.runtime_root / rec.id
             if stale.exists():
                 try:

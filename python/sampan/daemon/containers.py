@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 from sampan.daemon.engine import Engine, blocking
+from sampan.daemon.events import emit_container
 from sampan.daemon.images import parse_filters
 from sampan.daemon.router import Router
 from sampan.daemon.server import (
@@ -85,6 +86,9 @@ class Containers:
             return
         self.store.record_exit(rec)
         log.info("container %s exited with %s", cid[:12], rec.state["ExitCode"])
+        from sampan.daemon.restarts import on_exit
+
+        on_exit(self, rec)
         ev = self.exited.pop(cid, None)
         if ev is not None:
             ev.set()
@@ -102,6 +106,7 @@ class Containers:
         if rec.running and force:
             await self.stop(rec, 0)
         await blocking(self.store.remove, rec, force)
+        emit_container(self.eng, rec, "destroy")
         ev = self.removed.pop(rec.id, None)
         if ev is not None:
             ev.set()
@@ -121,6 +126,7 @@ class Containers:
         if timeout != 0:
             try:
                 self.store.kill(rec, sig)
+                emit_container(self.eng, rec, "kill", signal=sig)
             except Exception as e:  # noqa: BLE001
                 log.debug("stop signal: %s", e)
             try:
@@ -131,9 +137,11 @@ class Containers:
         if rec.running:
             try:
                 self.store.kill(rec, 9)
+                emit_container(self.eng, rec, "kill", signal=9)
             except Exception as e:  # noqa: BLE001
                 log.debug("SIGKILL: %s", e)
             await ev.wait()
+        emit_container(self.eng, rec, "stop")
         return True
 
     def reconcile(self) -> None:
@@ -194,7 +202,8 @@ async def create(req: Request, eng: Engine) -> Response:
     name = req.q("name") or None
     c = get(eng)
     rec = await blocking(c.store.create, body, name)
-    return json_response({"Id": rec.id, "Warnings": []}, 201)
+    emit_container(eng, rec, "create")
+    return json_response({"Id": rec.id, "Warnings": rec.warnings}, 201)
 
 
 async def list_(req: Request, eng: Engine) -> Response:
@@ -238,6 +247,7 @@ async def start(req: Request, eng: Engine) -> Response:
             asyncio.ensure_future(c.remove(rec, False))
         raise
     c.watch(rec, mon)
+    emit_container(eng, rec, "start")
     return empty(204)
 
 
@@ -261,6 +271,8 @@ async def restart(req: Request, eng: Engine) -> Response:
     c.event(rec.id)
     mon = await blocking(c.store.start, rec)
     c.watch(rec, mon)
+    emit_container(eng, rec, "start")
+    emit_container(eng, rec, "restart")
     return empty(204)
 
 
@@ -269,7 +281,9 @@ async def kill(req: Request, eng: Engine) -> Response:
 
     c = get(eng)
     rec = _rec(req, eng)
-    c.store.kill(rec, parse_signal(req.q("signal"), 9))
+    sig = parse_signal(req.q("signal"), 9)
+    c.store.kill(rec, sig)
+    emit_container(eng, rec, "kill", signal=sig)
     return empty(204)
 
 
