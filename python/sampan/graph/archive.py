@@ -207,7 +207,12 @@ def load(graph, stream) -> list:
     reader, _ = decompressed(stream)
     messages: list = []
     with graph.lease() as lease:
-        files = _read_members(graph, reader, lease)
+        try:
+            files = _read_members(graph, reader, lease)
+        finally:
+            release = getattr(reader, "release", None)   # a decompressing child process
+            if release is not None:
+                release()
 
         def lookup(path: str):
             path = _norm(path)

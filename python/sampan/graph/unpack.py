@@ -147,24 +147,9 @@ class _Decompressing:
 
 
 def _zstd_reader(raw):
-    try:
-        import zstandard
-    except ImportError:
-        raise SampanError("zstd-compressed layer: the Python package 'zstandard' is not "
-                          "installed (pip install zstandard)") from None
+    from .zstd import reader  # the decoder this machine has (the zstandard wheel is optional)
 
-    class _Zstd:
-        def __init__(self):
-            self.r = zstandard.ZstdDecompressor().stream_reader(
-                raw, read_size=CHUNK // 4, read_across_frames=True, closefd=False)
-
-        def read(self, n: int = -1) -> bytes:
-            try:
-                return self.r.read(CHUNK if n is None or n < 0 else max(n, 1))
-            except zstandard.ZstdError as exc:
-                raise InvalidArgument(f"layer: invalid zstd data: {exc}") from None
-
-    return _Zstd()
+    return reader(raw)
 
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -609,9 +594,14 @@ def unpack_stream(stream: BinaryIO, root, media_type: str | None = None,
     """
     compressed = HashReader(stream, algorithm)
     plain, kind = decompressed(compressed, media_type)
-    diff = HashReader(plain)
-    size = apply_tar(diff, root, whiteouts)
-    diff.drain()
-    compressed.drain()
+    try:
+        diff = HashReader(plain)
+        size = apply_tar(diff, root, whiteouts)
+        diff.drain()
+        compressed.drain()
+    finally:
+        release = getattr(plain, "release", None)   # a decompressing child process
+        if release is not None:
+            release()
     return {"diff_id": diff.digest(), "digest": compressed.digest(), "size": size,
             "tar_size": diff.count, "compression": kind, "blob_size": compressed.count}
