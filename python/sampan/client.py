@@ -371,6 +371,98 @@ class Client:
     def login(self, auth: dict[str, Any]) -> dict[str, Any]:
         return self.post_json("/auth", body=auth)
 
+    def hijack(self, path: str, params: dict[str, Any] | None = None,
+               body: Any = None) -> Hijacked:
+        """POST asking for a connection upgrade (attach, exec start); the raw connection
+        after the daemon's 101 (or docker's plain 200). Error answers raise APIError."""
+        conn = self._new_conn()
+        try:
+            conn.connect()
+        except (ConnectionRefusedError, FileNotFoundError, socket.gaierror,
+                PermissionError) as e:
+            raise DaemonUnreachable(self.host, e) from None
+        sock = conn.sock
+        data = json.dumps(body).encode() if body is not None else b""
+        host = "localhost" if self.scheme == "unix" else self.addr
+        head = (f"POST {self.url(path, params)} HTTP/1.1\r\nHost: {host}\r\n"
+                "User-Agent: sampan-cli\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")
+        sock.settimeout(None)
+        sock.sendall(head.encode("latin-1") + data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                sock.close()
+                raise ClientError("the daemon closed the connection before answering")
+            buf += chunk
+            if len(buf) > 65536:
+                sock.close()
+                raise ClientError("the daemon's answer has no end of headers")
+        head_b, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head_b.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError):
+            sock.close()
+            raise ClientError(f"bad answer from the daemon: {lines[0]!r}") from None
+        headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if status >= 400:
+            n = int(headers.get("content-length") or 0)
+            while len(rest) < n:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            sock.close()
+            msg = rest.decode("utf-8", "replace").strip()
+            try:
+                obj = json.loads(msg)
+                if isinstance(obj, dict) and "message" in obj:
+                    msg = str(obj["message"])
+            except ValueError:
+                pass
+            raise APIError(status, msg or f"HTTP {status}")
+        return Hijacked(sock, rest, headers)
+
+    def fork(self) -> Client:
+        """A client to the same daemon on its own connection (for a second request while a
+        stream is open)."""
+        return Client(self.host, tls=self.tls, timeout=self.timeout, version=self.version)
+
+
+class Hijacked:
+    """A hijacked connection: bytes from the daemon (`leftover` first), bytes to it."""
+
+    def __init__(self, sock: socket.socket, leftover: bytes, headers: dict[str, str]):
+        self.sock = sock
+        self.leftover = leftover
+        self.headers = headers
+
+    def recv(self, n: int = 65536) -> bytes:
+        if self.leftover:
+            out, self.leftover = self.leftover[:n], self.leftover[n:]
+            return out
+        return self.sock.recv(n)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError, NotImplementedError):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
 
 def _p(name: str) -> str:
     """A name in a path: slashes stay (the daemon routes them), the rest is escaped."""

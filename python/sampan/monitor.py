@@ -645,15 +645,18 @@ def exec_(argv: list) -> int:
     _thread.start_new_thread(go, ())
     # the pid file appears once the process runs (it was cloned with our 0/1/2)
     pid = 0
-    while not pid and "error" not in result and "status" not in result:
+    while not pid:
+        over = "error" in result or "status" in result  # read the file once more after
         try:
             with open(pid_path) as f:
                 pid = int(f.read().strip() or 0)
         except (OSError, ValueError):
+            if over:
+                break
             time.sleep(0.005)
     own_stdio(mlog)
     if console is not None:
-        if pid:
+        if "error" not in result:  # even if the process is gone, its output waits in the pty
             try:
                 adopt_master(relay, take_master(console, console_name))
             except OSError as e:
