@@ -165,6 +165,10 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
     create request's Config and HostConfig (already validated)."""
     args = command(config, image_config)
     if not args:
+    size = host.get("ConsoleSize")
+    if tty and isinstance(size, list) and len(size) == 2 and all(
+            isinstance(x, int) and 0 < x < 65536 for x in size):
+        process["consoleSize"] = {"height": size[0], "width": size[1]}  # docker run -t's size
         raise InvalidArgument("no command specified")
     privileged = bool(host.get("Privileged"))
     caps = capabilities(host.get("CapAdd"), host.get("CapDrop"), privileged)
