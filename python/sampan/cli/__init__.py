@@ -26,6 +26,10 @@ class _LazyGroup(click.Group):
             self.add_command(cmd)
         for cmd in CONTAINER_COMMANDS:  # after the images: `inspect` serves both
             self.add_command(cmd)
+        from sampan.cli.networks_cmd import COMMANDS as NETWORK_COMMANDS
+
+        for cmd in NETWORK_COMMANDS:
+            self.add_command(cmd)
         from sampan.cli.lifecycle_cmd import COMMANDS as LIFECYCLE_COMMANDS
 
         for cmd in LIFECYCLE_COMMANDS:

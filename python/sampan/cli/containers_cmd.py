@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sampan.cli import format as fmt
+from sampan.cli.networks_cmd import apply_network_options, network_options, ps_ports
 from sampan.cli.system_cmd import client, daemon_errors
 from sampan.client import APIError, ClientError
 
@@ -76,7 +77,9 @@ def _create_options(fn: Any) -> Any:
     ]
     for o in reversed(opts):
         fn = o(fn)
-    return fn
+    from sampan.cli.exec_cmd import interactive_options
+
+    return interactive_options(network_options(fn))
 
 
 def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
@@ -103,10 +106,17 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
         "AutoRemove": o["auto_remove"],
         "NetworkMode": o["network"],
     }
+    apply_network_options(body, o)
     return body
 
 
 def _do_create(image: str, command: tuple[str, ...], o: dict[str, Any]) -> str:
+    from sampan.cli import mount_opts
+
+    mount_opts.apply(body, o["volume"], o["mounts"], o["tmpfs"])
+    from sampan.cli.exec_cmd import apply_interactive
+
+    apply_interactive(body, o, bool(o.get("detach")))
     c = client()
     try:
         r = c.post_json("/containers/create", {"name": o["name"]}, _body(image, command, o))
@@ -162,14 +172,25 @@ def create_cmd(image: str, command: tuple[str, ...], **o: Any) -> None:
 @_create_options
 @click.option("-d", "--detach", is_flag=True, help="run in the background, print the id")
 @click.argument("image")
+def _run_options(fn: Any) -> Any:
+    from sampan.cli.exec_cmd import run_options
+
+    return run_options(fn)
+
+
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @daemon_errors
+@_run_options
 def run_cmd(image: str, command: tuple[str, ...], detach: bool, **o: Any) -> None:
     """Create and run a new container from an image."""
     rm = o["auto_remove"]
     if not detach:
-        o = dict(o, auto_remove=False)  # removed here, after its output was read
-    cid = _do_create(image, command, o)
+        from sampan.cli import exec_cmd
+
+        exec_cmd.check_tty_input(o["tty"], exec_cmd._streams(o)[0])
+        cid = _do_create(image, command, o)
+        sys.exit(exec_cmd.run_attached(cid, o))
+    cid = _do_create(image, command, dict(o, detach=True))
     c = client()
     try:
         c.request("POST", f"/containers/{cid}/start")
@@ -180,26 +201,7 @@ def run_cmd(image: str, command: tuple[str, ...], detach: bool, **o: Any) -> Non
             except ClientError:
                 pass
         _start_failed(e)
-    if detach:
-        click.echo(cid)
-        return
-    try:
-        r = c.request("GET", f"/containers/{cid}/logs",
-                      {"stdout": True, "stderr": True, "follow": True}, stream=True)
-        demux(r.chunks())
-        c.close()
-        res = c.post_json(f"/containers/{cid}/wait", {"condition": "not-running"})
-    except KeyboardInterrupt:
-        c = client()
-        c.request("POST", f"/containers/{cid}/kill", {"signal": "SIGINT"})
-        res = c.post_json(f"/containers/{cid}/wait", {"condition": "not-running"})
-    code = int(res.get("StatusCode", EXIT_ENGINE))
-    if rm:
-        try:
-            c.request("DELETE", f"/containers/{cid}", {"force": True})
-        except ClientError as e:
-            click.echo(f"Error: {e}", err=True)
-    sys.exit(code)
+    click.echo(cid)
 
 
 def _each(names: tuple[str, ...], fn: Any) -> None:
@@ -219,20 +221,16 @@ def _each(names: tuple[str, ...], fn: Any) -> None:
 @click.option("-a", "--attach", is_flag=True, help="attach STDOUT/STDERR")
 @click.argument("containers", nargs=-1, required=True)
 @daemon_errors
-def start_cmd(attach: bool, containers: tuple[str, ...]) -> None:
+def start_cmd(attach: bool, interactive: bool, detach_keys: str | None,
+              containers: tuple[str, ...]) -> None:
     """Start one or more stopped containers."""
     c = client()
-    if attach:
-        try:
-            c.request("POST", f"/containers/{containers[0]}/start")
-        except APIError as e:
-            _start_failed(e)
-        r = c.request("GET", f"/containers/{containers[0]}/logs",
-                      {"stdout": True, "stderr": True, "follow": True, "tail": 0}, stream=True)
-        demux(r.chunks())
-        c.close()
-        res = c.post_json(f"/containers/{containers[0]}/wait")
-        sys.exit(int(res.get("StatusCode", 0)))
+    if attach or interactive:
+        if len(containers) > 1:
+            _engine_fail("you cannot start and attach multiple containers at once", 1)
+        from sampan.cli.exec_cmd import start_attached
+
+        sys.exit(start_attached(containers[0], interactive, detach_keys))
     _each(containers, lambda n: c.request("POST", f"/containers/{n}/start"))
 
 
@@ -284,7 +282,7 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> fmt.Row:
         "CreatedAt": lambda: fmt.go_time_string(s.get("Created")),
         "Status": s.get("Status", ""),
         "State": s.get("State", ""),
-        "Ports": "",
+        "Ports": lambda: ps_ports(s),
         "Names": ",".join(n.lstrip("/") for n in s.get("Names") or []),
         "Labels": ",".join(f"{k}={v}" for k, v in (s.get("Labels") or {}).items()),
         "Mounts": "",
@@ -393,3 +391,6 @@ def inspect_cmd(format_: str | None, type_: str | None, names: tuple[str, ...]) 
 
 COMMANDS = [run_cmd, create_cmd, start_cmd, stop_cmd, kill_cmd, rm_cmd, ps_cmd, logs_cmd,
             wait_cmd, inspect_cmd]
+from sampan.cli.exec_cmd import COMMANDS as _EXEC_COMMANDS  # noqa: E402
+
+COMMANDS += _EXEC_COMMANDS

@@ -165,10 +165,6 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
     create request's Config and HostConfig (already validated)."""
     args = command(config, image_config)
     if not args:
-    size = host.get("ConsoleSize")
-    if tty and isinstance(size, list) and len(size) == 2 and all(
-            isinstance(x, int) and 0 < x < 65536 for x in size):
-        process["consoleSize"] = {"height": size[0], "width": size[1]}  # docker run -t's size
         raise InvalidArgument("no command specified")
     privileged = bool(host.get("Privileged"))
     caps = capabilities(host.get("CapAdd"), host.get("CapDrop"), privileged)
@@ -195,6 +191,10 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
         },
         "noNewPrivileges": False,
     }
+    size = host.get("ConsoleSize")
+    if tty and isinstance(size, list) and len(size) == 2 and all(
+            isinstance(x, int) and 0 < x < 65536 for x in size):
+        process["consoleSize"] = {"height": size[0], "width": size[1]}  # docker run -t's size
     security = [str(s) for s in host.get("SecurityOpt") or []]
     seccomp_unconfined = privileged
     for opt in security:
@@ -294,7 +294,9 @@ def network_mode(host: dict[str, Any]) -> str:
         return "host"
     if isinstance(mode, str) and mode.startswith("container:") and len(mode) > 10:
         return "container"  # joins another container's (resources.apply)
-    raise InvalidArgument(f"network mode {mode!r} is not supported yet (none, host, bridge)")
+    if isinstance(mode, str) and mode:
+        return "bridge"  # a user-defined network: the network controller checks that it exists
+    raise InvalidArgument(f"invalid network mode {mode!r}")
 
 
 def write_etc_files(cdir: Path, cid: str, hostname: str, netmode: str) -> None:

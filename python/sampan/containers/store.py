@@ -272,6 +272,8 @@ class ContainerStore:
                                         "MacAddress": ""}}},
                 "SampanMonitor": {"Pid": 0, "StartTime": 0},
             }
+            if getattr(self, "network", None) is not None:
+                self.network.on_create(doc, body, image_config)
             rec = Record(doc, cdir)
             rec.warnings = warnings
             rec.save()
@@ -318,8 +320,16 @@ class ContainerStore:
                     shutil.rmtree(stale, ignore_errors=True)
             from sampan.containers import launch
 
-            msg = launch.start_run(rec.dir, rec.id, self.runtime_root,
-                                   self.monitor_options(rec), on_created)
+            net = getattr(self, "network", None)
+            if net is not None:
+                net.attach(rec)  # its network namespace, joined by path
+            try:
+                msg = launch.start_run(rec.dir, rec.id, self.runtime_root,
+                                       self.monitor_options(rec), on_created)
+            except BaseException:
+                if net is not None:
+                    net.detach(rec)
+                raise
             if "error" in msg:
                 self.record_exit(rec)
                 if not rec.state.get("Error"):
@@ -348,6 +358,8 @@ class ContainerStore:
 
     def record_exit(self, rec: Record) -> None:
         """The monitor is gone: take its exit.json into the record."""
+        if getattr(self, "network", None) is not None:
+            self.network.detach(rec)
         try:
             ex = json.loads((rec.dir / "exit.json").read_text())
         except (OSError, ValueError):
@@ -418,7 +430,7 @@ class ContainerStore:
         return {
             "Id": rec.id, "Names": [d["Name"]], "Image": d["Config"]["Image"],
             "ImageID": d["Image"], "Command": " ".join(args),
-            "Created": int(parse_rfc3339(d["Created"])), "Ports": [],
+            "Created": int(parse_rfc3339(d["Created"])), "Ports": _summary_ports(d),
             "Labels": d["Config"].get("Labels") or {}, "State": st["Status"],
             "Status": status, "HostConfig": {"NetworkMode": d["HostConfig"]["NetworkMode"]},
             "NetworkSettings": {"Networks": d["NetworkSettings"]["Networks"]},
@@ -467,6 +479,19 @@ class ContainerStore:
                 continue
             out.append(self.summary(rec))
         return out
+
+
+def _summary_ports(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """/containers/json's Ports from inspect's NetworkSettings.Ports."""
+    out: list[dict[str, Any]] = []
+    for key, lst in ((d.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        port, _, proto = key.partition("/")
+        if not lst:
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+        for b in lst or []:
+            out.append({"IP": b.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
+                        "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+    return out
 
 
 def _tail(p: Path, n: int = 2000) -> str:

@@ -101,6 +101,8 @@ class DaemonConfig:
     config_file: Path | None = None
     labels: list[str] = field(default_factory=list)
     live_restore: bool = True
+    bridge: str | None = None  # the default bridge's name (dockerd -b)
+    bip: str | None = None  # its address and prefix (dockerd --bip)
     extra: dict[str, Any] = field(default_factory=dict)  # accepted keys not used yet
 
     @property
@@ -128,6 +130,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "group": ("group", "str"),
     "labels": ("labels", "list"),
     "live_restore": ("live-restore", "bool"),
+    "bridge": ("bridge", "str"),
+    "bip": ("bip", "str"),
 }
 
 # daemon.json keys dockerd knows that Sampan accepts (kept, used by later parts or ignored)
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE")
     p.add_argument("--live-restore", dest="live_restore", nargs="?", const=True,
                    type=_parse_bool, metavar="BOOL")
+    p.add_argument("-b", "--bridge", help="the default bridge's interface (default sampan0; "
+                   "none: no default bridge)")
+    p.add_argument("--bip", help="the default bridge's address and prefix, e.g. 172.20.0.1/16")
     p.add_argument("--validate", action="store_true", help="check the configuration and exit")
     p.add_argument("-v", "--version", action="version", version=f"sampand {__version__}")
     return p
@@ -295,6 +302,18 @@ def load(argv: list[str] | None = None) -> tuple[DaemonConfig, argparse.Namespac
     cfg.group_explicit = "group" in merged
     cfg.labels = list(merged.get("labels", []))
     cfg.live_restore = bool(merged.get("live_restore", True))
+    cfg.bridge = merged.get("bridge") or None
+    cfg.bip = merged.get("bip") or None
+    if cfg.bridge and (len(cfg.bridge) > 15 or "/" in cfg.bridge or " " in cfg.bridge):
+        raise ConfigError(f"invalid bridge name {cfg.bridge!r}")
+    if cfg.bip:
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Interface(cfg.bip)
+        except ValueError:
+            raise ConfigError(f"invalid --bip {cfg.bip!r}: expected an IPv4 address with a "
+                              "prefix, e.g. 172.20.0.1/16") from None
     _check_tls(cfg)
     return cfg, args
 

@@ -39,6 +39,10 @@ class Containers:
         self.eng = eng
         self.store = ContainerStore(eng.config.data_root, eng.config.exec_root,
                                     lambda: eng.graph)
+        from sampan.daemon.networks import controller
+
+        self.store.network = controller(eng)  # type: ignore[attr-defined]
+        self.store.network.lookup = self.store.get
         self.exited: dict[str, asyncio.Event] = {}   # replaced at each exit
         self.removed: dict[str, asyncio.Event] = {}
         self._pidfds: dict[str, int] = {}
@@ -162,6 +166,14 @@ class Containers:
                     self.watch(rec, rec.doc["SampanMonitor"]["Pid"])
                 else:
                     self._exited(rec.id)
+        self.store.network.reconcile(self._running_record)
+
+    def _running_record(self, cid: str) -> Any:
+        try:
+            rec = self.store.get(cid)
+        except Exception:  # noqa: BLE001 - gone
+            return None
+        return rec if rec.running and self.store.monitor_alive(rec) else None
 
 
 def get(eng: Engine) -> Containers:

@@ -188,6 +188,9 @@ def _app(engine: Any) -> Any:
     from sampan.daemon import events
 
     events.register(router)
+    from sampan.daemon import networks
+
+    networks.register(router)
     extra = getattr(engine.factory_module, "register_routes", None)
     if callable(extra):  # test hook: the factory module may add routes
         extra(router)
