@@ -69,7 +69,11 @@ def _create_options(fn: Any) -> Any:
         click.option("--cap-drop", multiple=True, help="drop Linux capabilities"),
         click.option("--security-opt", multiple=True, help="security options"),
         click.option("--privileged", is_flag=True, help="give extended privileges"),
-        click.option("-v", "--volume", multiple=True, help="bind mount a volume (/src:/dst[:ro])"),
+        click.option("-v", "--volume", multiple=True,
+                     help="bind mount a volume (/src:/dst[:ro], name:/dst, /dst)"),
+        click.option("--mount", "mounts", multiple=True,
+                     help="attach a filesystem mount (type=volume|bind|tmpfs,source=,target=)"),
+        click.option("--tmpfs", multiple=True, help="mount a tmpfs directory (/dst[:opts])"),
         click.option("--rm", "auto_remove", is_flag=True,
                      help="automatically remove the container when it exits"),
         click.option("--stop-signal", help="signal to stop the container"),
@@ -107,16 +111,16 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
         "NetworkMode": o["network"],
     }
     apply_network_options(body, o)
-    return body
-
-
-def _do_create(image: str, command: tuple[str, ...], o: dict[str, Any]) -> str:
     from sampan.cli import mount_opts
 
     mount_opts.apply(body, o["volume"], o["mounts"], o["tmpfs"])
     from sampan.cli.exec_cmd import apply_interactive
 
     apply_interactive(body, o, bool(o.get("detach")))
+    return body
+
+
+def _do_create(image: str, command: tuple[str, ...], o: dict[str, Any]) -> str:
     c = client()
     try:
         r = c.post_json("/containers/create", {"name": o["name"]}, _body(image, command, o))
@@ -168,19 +172,19 @@ def create_cmd(image: str, command: tuple[str, ...], **o: Any) -> None:
     click.echo(_do_create(image, command, o))
 
 
-@click.command("run", context_settings={"allow_interspersed_args": False})
-@_create_options
-@click.option("-d", "--detach", is_flag=True, help="run in the background, print the id")
-@click.argument("image")
 def _run_options(fn: Any) -> Any:
     from sampan.cli.exec_cmd import run_options
 
     return run_options(fn)
 
 
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@_create_options
+@_run_options
+@click.option("-d", "--detach", is_flag=True, help="run in the background, print the id")
+@click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @daemon_errors
-@_run_options
 def run_cmd(image: str, command: tuple[str, ...], detach: bool, **o: Any) -> None:
     """Create and run a new container from an image."""
     rm = o["auto_remove"]
@@ -218,7 +222,9 @@ def _each(names: tuple[str, ...], fn: Any) -> None:
 
 
 @click.command("start")
-@click.option("-a", "--attach", is_flag=True, help="attach STDOUT/STDERR")
+@click.option("-a", "--attach", is_flag=True, help="attach STDOUT/STDERR and forward signals")
+@click.option("-i", "--interactive", is_flag=True, help="attach container's STDIN")
+@click.option("--detach-keys", help="override the key sequence for detaching a container")
 @click.argument("containers", nargs=-1, required=True)
 @daemon_errors
 def start_cmd(attach: bool, interactive: bool, detach_keys: str | None,
