@@ -993,6 +993,11 @@ impl Container {
         self.cgroup()?.pids()
     }
 
+    /// Applies new resource limits to the running container's cgroup (runc's `update`).
+    pub fn update(&self, res: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        self.cgroup()?.update(res)
+    }
+
     pub fn stats(&self) -> Result<serde_json::Value> {
         let cg = self.cgroup()?;
         let stats = cg.stats()?;
@@ -1064,6 +1069,22 @@ impl Container {
 
     /// Run another process in the running container; returns (pid, exit status unless detached).
     pub fn exec(&self, process: &Process, opts: &ExecOptions) -> Result<(i32, Option<i32>)> {
+        self.exec_inner(process, opts, false)
+    }
+
+    /// Like a detached `exec`, but the process stays this process's child, unreaped: for a
+    /// caller with its own event loop (the monitor) that waits for it through a pidfd and
+    /// needs its exit status.
+    pub fn exec_spawn(&self, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        self.exec_inner(process, opts, true).map(|(pid, _)| pid)
+    }
+
+    fn exec_inner(
+        &self,
+        process: &Process,
+        opts: &ExecOptions,
+        unreaped: bool,
+    ) -> Result<(i32, Option<i32>)> {
         let status = self.status();
         if status != Status::Running && status != Status::Created {
             return Err(Error::invalid(
@@ -1170,6 +1191,9 @@ impl Container {
             guard.disarm();
             if let Some(pf) = &opts.pid_file {
                 write_pid_file(pf, child.pid)?;
+            }
+            if unreaped {
+                return Ok((child.pid, None));
             }
             if opts.detach {
                 // Still our child: unreaped, it would stay a zombie in the container's pid
