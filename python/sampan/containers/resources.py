@@ -553,6 +553,11 @@ def apply(spec: dict[str, Any], host: dict[str, Any], config: dict[str, Any], st
         if kind == "seccomp":
             if host.get("Privileged"):
                 continue  # docker: privileged containers run unconfined
+            from sampan import hostfeatures
+
+            if not hostfeatures.seccomp_supported():
+                raise InvalidArgument("seccomp is not enabled in your kernel, cannot run a "
+                                      "custom seccomp profile.")
             try:
                 profile = json.loads(val)
             except ValueError:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sampan import hostfeatures
 from sampan.containers import resources as resmod
 from sampan.errors import InvalidArgument
 
@@ -256,7 +257,9 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
-    if not seccomp_unconfined:
+    # A kernel without seccomp filters (some routers'): no default profile, as dockerd; the
+    # daemon warns at start and in `info`.
+    if not seccomp_unconfined and hostfeatures.seccomp_supported():
         linux["seccomp"] = seccomp_profile(caps)
     spec = {
         "ociVersion": "1.0.2",

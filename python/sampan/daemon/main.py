@@ -258,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(cfg)
     if os.geteuid() != 0:
         log.warning("sampand is not running as root: containers will not work")
+    from sampan import hostfeatures
+
+    for warning in hostfeatures.warnings():
+        log.warning("%s", warning.removeprefix("WARNING: "))
     lock_fd = None
     socks: list[tuple[socket.socket, Any]] = []
     unix_paths: list[Path] = []

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sampan import __version__
+from sampan import __version__, hostfeatures
 from sampan.daemon.engine import Engine, blocking, normalize_auth, python_version
 from sampan.daemon.router import API_VERSION, MIN_API_VERSION, Router
 from sampan.daemon.server import HTTPError, Request, Response, json_response
@@ -145,6 +145,10 @@ async def info(req: Request, eng: Engine) -> Response:
         reason = str(getattr(graph, "driver_reason", "") or "")
         if reason:
             status.append(["Reason", reason])
+        why = str(getattr(getattr(graph, "driver", None), "reason", "") or "")
+        if driver == "vfs" and why and why != "requested" and "created with" not in why:
+            warnings.append(f"WARNING: the overlay storage driver is not usable ({why}): "
+                            "using vfs, where every layer and container is a full copy")
     else:
         warnings.append("WARNING: the image store is not available")
     for h in cfg.hosts:
@@ -155,7 +159,9 @@ async def info(req: Request, eng: Engine) -> Response:
     cg = cgroup_version()
     uname = os.uname()
     fwd = _read("/proc/sys/net/ipv4/ip_forward", "0").strip() == "1"
-    security = ["name=seccomp,profile=builtin"]
+    features = hostfeatures.cgroup_features()
+    warnings.extend(hostfeatures.warnings(features))
+    security = ["name=seccomp,profile=builtin"] if hostfeatures.seccomp_supported() else []
     if cg == "2":
         security.append("name=cgroupns")
     data = {
@@ -166,9 +172,7 @@ async def info(req: Request, eng: Engine) -> Response:
         "DriverStatus": status,
         "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None,
                     "Log": ["json-file"]},
-        "MemoryLimit": True, "SwapLimit": True, "KernelMemoryTCP": False,
-        "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True,
-        "PidsLimit": True, "IPv4Forwarding": fwd, "BridgeNfIptables": False,
+        **features, "KernelMemoryTCP": False, "IPv4Forwarding": fwd, "BridgeNfIptables": False,
         "BridgeNfIp6tables": False, "Debug": cfg.debug, "NFd": _nfd(),
         "OomKillDisable": False, "NGoroutines": threading.active_count(),
         "SystemTime": _rfc3339_now(), "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",

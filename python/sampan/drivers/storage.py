@@ -13,6 +13,7 @@ why (`reason`).
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import uuid
@@ -177,13 +178,29 @@ class VfsDriver(StorageDriver):
         return {"Dir": str(layers[0])} if layers else {}
 
 
+# File systems overlayfs refuses as an upper (container) layer, or that cannot hold its
+# whiteouts: OpenWrt's root is overlayfs over squashfs, and nested overlayfs is not supported.
+# (jffs2 and ubifs are fine: they are the upper layer of OpenWrt's own root overlay.) Others
+# are found out by the test mount below.
+NO_OVERLAY_UPPER = {
+    "overlay": "overlayfs", "overlayfs": "overlayfs", "aufs": "aufs", "squashfs": "squashfs",
+    "ecryptfs": "ecryptfs", "nfs": "NFS", "nfs4": "NFS", "cifs": "CIFS", "smb3": "SMB",
+}
+OVERLAY_HINT = ("mount an ext4, f2fs, btrfs or xfs file system (a USB disk, an SD card) and "
+                "set the data root on it to use overlay")
+
+
 def overlay_unsupported(root: Path) -> tuple[str | None, list]:
     """(None, extra mount options) when overlayfs works for layers under `root`, else (why, [])."""
+    kind = fs_type(root)
+    if kind in NO_OVERLAY_UPPER or kind.startswith("fuse"):
+        name = NO_OVERLAY_UPPER.get(kind, kind)
+        return (f"{root} is on {name}, which overlayfs cannot use for its upper directory; "
+                f"{OVERLAY_HINT}"), []
     try:
         from sampan import _runtime
     except ImportError as exc:
         return f"the runtime module does not import ({exc})", []
-    kind = fs_type(root)
     probe = Path(root) / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     from sampan.graph.fsutil import rmtree
 
@@ -199,10 +216,7 @@ def overlay_unsupported(root: Path) -> tuple[str | None, list]:
             os.mknod(upper / "gone", stat.S_IFCHR, os.makedev(0, 0))
             os.setxattr(upper / "dir", "trusted.overlay.opaque", b"y")
         except OSError as exc:
-            why = f"cannot write overlay whiteouts under {root} ({exc.strerror})"
-            if kind in ("overlay", "overlayfs"):
-                why = f"{root} is on overlayfs, which cannot hold overlay whiteouts"
-            return why, []
+            return f"cannot write overlay whiteouts under {root} ({exc.strerror})", []
         last = None
         for extra in (["index=off"], []):
             try:
@@ -219,9 +233,6 @@ def overlay_unsupported(root: Path) -> tuple[str | None, list]:
             if not (hidden and opaque):
                 return f"overlay mounts under {root} do not honour whiteouts", []
             return None, extra
-        if kind in ("overlay", "overlayfs"):
-            return (f"{root} is on overlayfs (an overlay upper directory cannot be on "
-                    f"overlayfs): {last}"), []
         return f"a test overlay mount under {root} ({kind}) failed: {last}", []
     except OSError as exc:
         return f"cannot test overlay under {root}: {exc}", []
@@ -255,4 +266,7 @@ def select_driver(root: Path, requested: str | None = None,
     if name == "overlay" and recorded:
         raise SampanError(f"the data root {root} was created with the overlay driver, which no "
                           f"longer works here: {why}")
+    logging.getLogger("sampan.storage").warning(
+        "storage driver vfs (every layer and container a full copy): overlay is not usable: %s",
+        why)
     return VfsDriver(root, why)
