@@ -141,6 +141,24 @@ impl Relay {
         r == 0 && unsafe { info.si_pid() } == self.pid
     }
 
+    /// Take the clients already waiting and what they sent (an initial tty size, stdin),
+    /// without blocking: called before the process starts.
+    pub fn pump(&mut self) {
+        let mut buf = vec![0u8; CHUNK + 1];
+        while let Some(fd) = sys::accept(self.listen) {
+            self.clients.push(Client {
+                fd,
+                queue: VecDeque::new(),
+                queued: 0,
+                wrote_stdin: false,
+                dead: false,
+            });
+        }
+        for i in 0..self.clients.len() {
+            self.client_input(i, &mut buf);
+        }
+    }
+
     /// Until the process exited and all its output reached EOF.
     pub fn run(&mut self) {
         let mut buf = vec![0u8; CHUNK + 1];

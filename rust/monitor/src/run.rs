@@ -112,7 +112,9 @@ impl Stdio {
     /// After the runtime cloned the process: our 0/1/2 back to /dev/null and the monitor log,
     /// the container's ends closed here (or its output would never reach EOF).
     fn release(&mut self, mlog: c_int) {
-        let null = self.give[0];
+        let Some(&null) = self.give.first() else {
+            return; // released already
+        };
         sys::dup2(null, 0);
         sys::dup2(if mlog >= 0 { mlog } else { null }, 1);
         sys::dup2(if mlog >= 0 { mlog } else { null }, 2);
@@ -289,6 +291,7 @@ pub fn run(args: &[String]) -> i32 {
     let mut relay = Relay::new(listen, log, flag(&opts, "stdin_once"));
     io.into_relay(&mut relay, master, stdin);
     relay.watch(c.pid());
+    relay.pump();
     if let Err(e) = c.start() {
         let _ = c.delete(true);
         relay.finish(0);
