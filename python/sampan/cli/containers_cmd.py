@@ -81,9 +81,10 @@ def _create_options(fn: Any) -> Any:
     ]
     for o in reversed(opts):
         fn = o(fn)
+    from sampan.cli import run_opts
     from sampan.cli.exec_cmd import interactive_options
 
-    return interactive_options(network_options(fn))
+    return run_opts.options(interactive_options(network_options(fn)))
 
 
 def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +118,9 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
     from sampan.cli.exec_cmd import apply_interactive
 
     apply_interactive(body, o, bool(o.get("detach")))
+    from sampan.cli import run_opts
+
+    run_opts.apply(body, o)
     return body
 
 

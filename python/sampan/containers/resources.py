@@ -30,6 +30,19 @@ RLIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
 _IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                 "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
 
+# What docker's inspect shows for resources nobody asked for.
+HOSTCONFIG_DEFAULTS: dict[str, Any] = {
+    "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+    "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
+    "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None, "MemoryReservation": 0,
+    "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": False, "Ulimits": [],
+    "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+    "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "OomScoreAdj": 0,
+    "Cgroup": "",
+}
+
 # HostConfig keys `update` accepts (docker's container.UpdateConfig resources).
 UPDATE_KEYS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares",
                "CpuQuota", "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight",
@@ -459,6 +472,9 @@ def apply(spec: dict[str, Any], host: dict[str, Any], config: dict[str, Any], st
     """Edit the OCI config `spec` (from spec.make_spec) for the options this module owns.
     `store` resolves `container:<name>` modes. Returns warnings for the create answer."""
     warnings = validate(host)
+    for k, v in HOSTCONFIG_DEFAULTS.items():
+        if host.get(k) is None:
+            host[k] = json.loads(json.dumps(v))
     linux = spec["linux"]
     proc = spec["process"]
     res = linux.setdefault("resources", {})

@@ -416,8 +416,13 @@ class ContainerStore:
     def summary(self, rec: Record) -> dict[str, Any]:
         d, st = rec.doc, rec.state
         now = time.time()
+        from sampan.daemon import health, restarts
+
         if st["Running"]:
             status = "Up " + human_duration(now - parse_rfc3339(st["StartedAt"]))
+            status += " (Paused)" if st.get("Paused") else health.status_suffix(rec)
+        elif st.get("Restarting"):
+            status = restarts.status_text(rec) or "Restarting"
         elif st["Status"] == "created":
             status = "Created"
         elif st["Status"] == "removing":
@@ -438,11 +443,14 @@ class ContainerStore:
         } | ({"Networks": net} if False else {})
 
     def inspect(self, rec: Record) -> dict[str, Any]:
-        doc = {k: v for k, v in rec.doc.items() if k != "SampanMonitor"}
+        doc = {k: v for k, v in rec.doc.items() if not k.startswith("Sampan")}
         return json.loads(json.dumps(doc))
 
     def list(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        allowed = {"id", "name", "status", "label", "exited", "ancestor"}
+        allowed = {"id", "name", "status", "label", "exited", "ancestor", "health"}
+        for h in filters.get("health", []):
+            if h not in ("starting", "healthy", "unhealthy", "none"):
+                raise InvalidArgument(f"Unrecognised filter value for health: {h}")
         for k in filters:
             if k not in allowed:
                 raise InvalidArgument(f"invalid filter '{k}'")
@@ -464,6 +472,9 @@ class ContainerStore:
                 continue
             if "exited" in filters and (st["Status"] != "exited" or str(st["ExitCode"])
                                         not in filters["exited"]):
+                continue
+            if "health" in filters and ((st.get("Health") or {}).get("Status", "none")
+                                        if st["Running"] else "none") not in filters["health"]:
                 continue
             labels = rec.doc["Config"].get("Labels") or {}
             ok = True

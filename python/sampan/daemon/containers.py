@@ -119,7 +119,10 @@ class Containers:
         """Signal, then SIGKILL after `timeout` seconds (-1: wait forever). False if it was
         not running."""
         from sampan.containers.store import parse_signal
+        from sampan.daemon import container_ops, restarts
 
+        if restarts.stopping(self, rec):
+            return True  # a pending restart was cancelled
         if not rec.running:
             return False
         ev = self.event(rec.id)
@@ -131,17 +134,18 @@ class Containers:
             try:
                 self.store.kill(rec, sig)
                 emit_container(self.eng, rec, "kill", signal=sig)
+                container_ops.thaw_for_signal(self, rec, sig)
             except Exception as e:  # noqa: BLE001
                 log.debug("stop signal: %s", e)
             try:
                 await asyncio.wait_for(ev.wait(), None if timeout < 0 else timeout)
-                return True
             except asyncio.TimeoutError:
                 pass
         if rec.running:
             try:
                 self.store.kill(rec, 9)
                 emit_container(self.eng, rec, "kill", signal=9)
+                container_ops.thaw_for_signal(self, rec, 9)
             except Exception as e:  # noqa: BLE001
                 log.debug("SIGKILL: %s", e)
             await ev.wait()
@@ -197,8 +201,12 @@ def register(r: Router) -> None:
     r.add("POST", "/containers/{id}/attach", attach)
     r.add("POST", "/containers/{id}/resize", resize)
     r.add("DELETE", "/containers/{id}", delete)
+    from sampan.daemon import container_ops, restarts
+
+    container_ops.register(r)
     try:
         get(r.engine).reconcile()
+        restarts.on_daemon_start(get(r.engine))
     except Exception as e:  # noqa: BLE001 - the daemon still serves images
         log.error("container store: %s", e)
 
@@ -213,6 +221,9 @@ async def create(req: Request, eng: Engine) -> Response:
         raise HTTPError(400, "config cannot be empty in order to create a container")
     name = req.q("name") or None
     c = get(eng)
+    from sampan.daemon import restarts
+
+    restarts.validate_create(body)
     rec = await blocking(c.store.create, body, name)
     emit_container(eng, rec, "create")
     return json_response({"Id": rec.id, "Warnings": rec.warnings}, 201)
@@ -260,6 +271,9 @@ async def start(req: Request, eng: Engine) -> Response:
         raise
     c.watch(rec, mon)
     emit_container(eng, rec, "start")
+    from sampan.daemon import restarts
+
+    restarts.started(c, rec)
     return empty(204)
 
 
@@ -285,6 +299,9 @@ async def restart(req: Request, eng: Engine) -> Response:
     c.watch(rec, mon)
     emit_container(eng, rec, "start")
     emit_container(eng, rec, "restart")
+    from sampan.daemon import restarts
+
+    restarts.started(c, rec)
     return empty(204)
 
 
@@ -296,6 +313,10 @@ async def kill(req: Request, eng: Engine) -> Response:
     sig = parse_signal(req.q("signal"), 9)
     c.store.kill(rec, sig)
     emit_container(eng, rec, "kill", signal=sig)
+    from sampan.daemon import container_ops, restarts
+
+    restarts.killed(c, rec)
+    container_ops.thaw_for_signal(c, rec, sig)
     return empty(204)
 
 
