@@ -151,6 +151,13 @@ impl PyContainer {
         self.with_ref(py, |c| c.stats().map(|v| v.to_string()))
     }
 
+    /// Applies an OCI `linux.resources` object (JSON) to the running container's cgroup.
+    fn update(&self, py: Python<'_>, resources_json: String) -> PyResult<()> {
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_str(&resources_json)
+            .map_err(|e| ContainerError::new_err(format!("update: invalid resources: {e}")))?;
+        self.with_ref(py, |c| c.update(&res))
+    }
+
     fn ps(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
         self.with_ref(py, |c| c.pids())
     }
