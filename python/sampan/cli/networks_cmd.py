@@ -80,6 +80,8 @@ def parse_publish(spec: str) -> list[tuple[str, str, dict[str, str]]]:
         raise click.BadParameter(f"no port specified: {spec}<empty>")
     clo, chi = _range(cont, "containerPort")
     out = []
+    if host == "0":
+        host = ""  # docker's way of asking for a random port too
     if host:
         hlo, hhi = _range(host, "hostPort")
         if chi != clo:

@@ -628,17 +628,7 @@ class NetworkController:
                 self._write_hosts(rec, [], {})
             return
         if mode.startswith("container:"):
-            other = self._container(mode.split(":", 1)[1])
-            if not other.running or not other.state.get("Pid"):
-                raise Conflict(f"cannot join network of a non running container: {other.id}")
-            self._patch_config(rec, f"/proc/{other.state['Pid']}/ns/net", [])
-            for name in ("hosts", "resolv.conf", "hostname"):
-                try:
-                    _atomic_write(rec.dir / name, (other.dir / name).read_bytes(), 0o644)
-                except OSError:
-                    pass
-            doc["NetworkSettings"]["SandboxKey"] = f"/proc/{other.state['Pid']}/ns/net"
-            return
+            return  # resources.refresh_joins points it at the other container's namespace
         cid = rec.id
         nets = doc["NetworkSettings"]["Networks"]
         ep: dict[str, Any] = {"cid": cid, "name": rec.name, "netns": str(self.netns_path(cid)),
