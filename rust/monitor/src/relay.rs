@@ -326,20 +326,11 @@ impl Relay {
         }
     }
 
-    /// EOF to the container once what clients sent is written: the pipe is closed; a tty
-    /// gets its EOF character.
+    /// EOF to the container once what clients sent is written. A pty cannot be half-closed:
+    /// there the close is ignored (detaching from `docker run -it` leaves the shell running).
     fn close_stdin(&mut self) {
-        if self.stdin < 0 || self.stdin_closing {
+        if self.stdin < 0 || self.stdin_closing || self.stdin == self.master {
             return;
-        }
-        if self.stdin == self.master {
-            let mut t: libc::termios = unsafe { std::mem::zeroed() };
-            let eof = if unsafe { libc::tcgetattr(self.master, &mut t) } == 0 {
-                t.c_cc[libc::VEOF]
-            } else {
-                4
-            };
-            self.stdin_buf.push(eof);
         }
         self.stdin_closing = true;
         self.write_stdin();
