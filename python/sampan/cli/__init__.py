@@ -34,6 +34,11 @@ class _LazyGroup(click.Group):
 
         for cmd in LIFECYCLE_COMMANDS:
             self.add_command(cmd)
+        from sampan.cli.fs_cmd import COMMANDS as FS_COMMANDS
+        from sampan.cli.volumes_cmd import COMMANDS as VOLUME_COMMANDS
+
+        for cmd in FS_COMMANDS + VOLUME_COMMANDS:
+            self.add_command(cmd)
         self.add_command(version_cmd)
         self.add_command(info_cmd)
         self.add_command(system_group)

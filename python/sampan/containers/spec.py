@@ -128,32 +128,6 @@ def merge_env(image_env: list[str], env: list[str]) -> list[str]:
     return list(out.values())
 
 
-def parse_binds(binds: list[str] | None) -> list[dict[str, Any]]:
-    mounts = []
-    for b in binds or []:
-        parts = b.split(":")
-        if len(parts) < 2 or len(parts) > 3:
-            raise InvalidArgument(f"invalid volume specification: '{b}'")
-        src, dst = parts[0], parts[1]
-        opts = parts[2].split(",") if len(parts) == 3 else []
-        if not src.startswith("/"):
-            raise InvalidArgument(f"invalid volume specification: '{b}': named volumes are "
-                                  "not supported yet")
-        if not dst.startswith("/") or ".." in dst.split("/"):
-            raise InvalidArgument(f"invalid volume specification: '{b}': the destination must "
-                                  "be an absolute path")
-        if not os.path.exists(src):
-            os.makedirs(src, exist_ok=True)  # docker creates a missing bind source
-        ro = "ro" in opts
-        for o in opts:
-            if o not in ("ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared",
-                         "slave", "rslave", "nocopy"):
-                raise InvalidArgument(f"invalid mode: {o}")
-        mounts.append({"destination": dst, "type": "bind", "source": src,
-                       "options": ["rbind", "rprivate"] + (["ro"] if ro else [])})
-    return mounts
-
-
 def seccomp_profile(caps: list[str]) -> dict[str, Any]:
     from sampan import _runtime
 
@@ -234,7 +208,6 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
     for name in ("resolv.conf", "hostname", "hosts"):
         mounts.append({"destination": "/etc/" + name, "type": "bind",
                        "source": str(cdir / name), "options": ["rbind", "rprivate"]})
-    mounts += parse_binds(host.get("Binds"))
     netmode = network_mode(host)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
     if netmode != "host":

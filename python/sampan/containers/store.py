@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sampan.containers import mounts as mountsmod
 from sampan.containers import resources
 from sampan.containers import spec as specmod
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
@@ -183,6 +184,7 @@ class ContainerStore:
         image_config = image.get("Config") or {}
         if not specmod.command(config, image_config):
             raise InvalidArgument("no command specified")
+        mps = mountsmod.parse(config, host, image_config)
         cid = secrets.token_hex(32)
         with self.lock:
             if name:
@@ -218,6 +220,9 @@ class ContainerStore:
             rootfs = graph.prepare(image_id, cid, cdir / "fs")
             specmod.write_etc_files(cdir, cid, hostname, netmode)
             oci = specmod.make_spec(cid, Path(rootfs), cdir, image_config, config, host)
+            user_mounts, shown_mounts = mountsmod.setup(cid, Path(rootfs), mps,
+                                                        mountsmod.volumes_for(self.root.parent))
+            oci["mounts"] = mountsmod.merge(oci["mounts"], user_mounts)
             warnings = resources.apply(oci, host, config, self, cdir)
             specmod.atomic_write(cdir / "config.json", json.dumps(oci).encode(), 0o600)
             args = oci["process"]["args"]
@@ -260,10 +265,7 @@ class ContainerStore:
                 "HostConfig": host_doc,
                 "GraphDriver": {"Name": getattr(graph, "driver_name", "overlay"),
                                 "Data": {"MergedDir": str(rootfs)}},
-                "Mounts": [{"Type": "bind", "Source": m["source"],
-                            "Destination": m["destination"], "Mode": "",
-                            "RW": "ro" not in m["options"], "Propagation": "rprivate"}
-                           for m in specmod.parse_binds(host.get("Binds"))],
+                "Mounts": shown_mounts,
                 "Config": config,
                 "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {},
                                     "SandboxKey": "", "Networks": {shown_net: {
@@ -278,6 +280,7 @@ class ContainerStore:
             rec.warnings = warnings
             rec.save()
         except BaseException:
+            mountsmod.release(cid, mountsmod.volumes_for(self.root.parent), True)
             with self.lock:
                 self.names.pop(name, None)
             try:
@@ -386,7 +389,7 @@ class ContainerStore:
 
     # ---------------------------------------------------------------- remove
 
-    def remove(self, rec: Record, force: bool) -> None:
+    def remove(self, rec: Record, force: bool, volumes: bool = False) -> None:
         if rec.running:
             if not force:
                 raise Conflict(f"You cannot remove a running container {rec.id}. Stop the "
@@ -410,6 +413,7 @@ class ContainerStore:
             self.by_id.pop(rec.id, None)
             if self.names.get(rec.name) == rec.id:
                 del self.names[rec.name]
+        mountsmod.release(rec.id, mountsmod.volumes_for(self.root.parent), volumes)
 
     # ---------------------------------------------------------------- views
 

@@ -104,12 +104,12 @@ class Containers:
             if not self.attached.get(rec.id):
                 break
             await asyncio.sleep(0.05)
-        await self.remove(rec, force=False)
+        await self.remove(rec, force=False, volumes=True)  # --rm takes anonymous volumes
 
-    async def remove(self, rec: Any, force: bool) -> None:
+    async def remove(self, rec: Any, force: bool, volumes: bool = False) -> None:
         if rec.running and force:
             await self.stop(rec, 0)
-        await blocking(self.store.remove, rec, force)
+        await blocking(self.store.remove, rec, force, volumes)
         emit_container(self.eng, rec, "destroy")
         ev = self.removed.pop(rec.id, None)
         if ev is not None:
@@ -496,5 +496,5 @@ async def delete(req: Request, eng: Engine) -> Response:
 
         raise Conflict(f"cannot remove container \"/{rec.name}\": container is running: "
                        "stop the container before removing or force remove")
-    await c.remove(rec, force)
+    await c.remove(rec, force, req.qbool("v"))
     return empty(204)

@@ -188,6 +188,10 @@ def _app(engine: Any) -> Any:
     from sampan.daemon import events
 
     events.register(router)
+    from sampan.daemon import container_fs, volumes
+
+    volumes.register(router)
+    container_fs.register(router)
     from sampan.daemon import networks
 
     networks.register(router)

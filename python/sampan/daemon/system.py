@@ -215,10 +215,12 @@ def _df(graph: Any) -> dict[str, Any]:
 
 
 async def system_df(req: Request, eng: Engine) -> Response:
+    from sampan.daemon import volumes
     from sampan.daemon.images import for_version
 
     data = await blocking(lambda: _df(eng.graph))
     data["Images"] = [for_version(req, dict(i)) for i in data["Images"]]
+    data["Volumes"] = await blocking(volumes.df, eng)
     return json_response(data)
 
 
