@@ -18,9 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import requests
-
 from sampan.errors import RegistryError, Unauthorized
+from sampan.registry import http
 
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 MIN_TOKEN_LIFETIME = 60                  # the spec's default when expires_in is missing
@@ -111,7 +110,7 @@ def basic_header(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def _registry_message(resp: requests.Response) -> str:
+def _registry_message(resp: http.Response) -> str:
     """The first error of a registry's JSON error body, "code: message" in docker's style."""
     try:
         data = resp.json()
@@ -132,7 +131,7 @@ def _registry_message(resp: requests.Response) -> str:
 class Authenticator:
     """Authorization for one registry endpoint with one set of credentials."""
 
-    def __init__(self, session: requests.Session, creds: dict | None, cache: TokenCache,
+    def __init__(self, session: http.Session, creds: dict | None, cache: TokenCache,
                  timeout: float = 30.0):
         self.session = session
         self.creds = dict(creds or {})
@@ -219,7 +218,7 @@ class Authenticator:
                                                             creds.get("password", ""))
                 resp = self.session.get(realm, params=params, headers=headers,
                                         timeout=self.timeout)
-        except requests.RequestException as e:
+        except http.RequestException as e:
             raise RegistryError(f"Get \"{realm}\": {_short(e)}") from None
         if resp.status_code in (401, 403):
             why = _registry_message(resp) or "incorrect username or password"

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from typing import Callable, Union
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import requests
 import urllib3
 
 from sampan.errors import NotFound, RegistryError, Unauthorized
+from sampan.registry import http
 from sampan.registry.auth import Authenticator, TokenCache, _registry_message, repository_scope
 from sampan.registry.config import Endpoint, RegistryConfig
 
@@ -58,15 +58,10 @@ def _describe(e: Exception) -> str:
     return s if len(s) < 300 else s[:300] + "…"
 
 
-def make_session(endpoint: Endpoint) -> requests.Session:
-    s = requests.Session()
+def make_session(endpoint: Endpoint) -> http.Session:
+    # no proxies from the environment, no .netrc: only what the daemon is configured with
+    s = http.Session(endpoint.verify, endpoint.cert, pool_maxsize=16)
     s.headers["User-Agent"] = USER_AGENT
-    s.verify = endpoint.verify
-    s.cert = endpoint.cert
-    s.trust_env = False                  # no proxies from the environment, no .netrc
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-    s.mount("http://", adapter)
-    s.mount("https://", adapter)
     return s
 
 
@@ -101,10 +96,10 @@ class Registry:
                 try:
                     resp = self.session.get(url, timeout=self.config.timeout,
                                             allow_redirects=True)
-                except (requests.exceptions.SSLError, requests.exceptions.ConnectionError) as e:
+                except (http.SSLError, http.ConnectionError) as e:
                     # TLS failures, refused connections: try the next endpoint right away
                     raise ConnectError(f"Get \"{url}\": {_describe(e)}") from None
-                except requests.RequestException as e:
+                except http.RequestException as e:
                     last = e
                     self._sleep(attempt)
                     continue
@@ -151,7 +146,7 @@ class Registry:
     def request(self, method: str, url: str, scopes: Sequence[str], *,
                 headers: dict[str, str] | None = None, body: Body = None,
                 stream: bool = False, retry: bool = True,
-                ok: Iterable[int] = ()) -> requests.Response:
+                ok: Iterable[int] = ()) -> http.Response:
         """Send one API request; `url` absolute or a path below the endpoint.
 
         Returns the final response (after redirects), whatever its status: the caller checks
@@ -173,7 +168,7 @@ class Registry:
             data = body() if callable(body) else body
             try:
                 resp = self._send(method, url, hdrs, data, stream)
-            except requests.RequestException as e:
+            except http.RequestException as e:
                 attempt += 1
                 if attempt >= attempts:
                     raise RegistryError(f"{method.capitalize()} \"{url}\": "
@@ -201,7 +196,7 @@ class Registry:
                     continue
             return resp
 
-    def _send(self, method, url, headers, data, stream) -> requests.Response:
+    def _send(self, method, url, headers, data, stream) -> http.Response:
         """One request, following redirects without leaking Authorization to other hosts."""
         origin = urlsplit(url)
         for _ in range(MAX_REDIRECTS + 1):
@@ -236,11 +231,11 @@ class Repository:
     def url(self, kind: str, ref: str = "") -> str:
         return f"/v2/{self.path}/{kind}/{ref}" if ref else f"/v2/{self.path}/{kind}/"
 
-    def request(self, method, url, extra_scopes: Sequence[str] = (), **kw) -> requests.Response:
+    def request(self, method, url, extra_scopes: Sequence[str] = (), **kw) -> http.Response:
         return self.registry.request(method, url, self.scopes + list(extra_scopes), **kw)
 
     # ---- errors -------------------------------------------------------------------------
-    def error(self, resp: requests.Response, what: str) -> Exception:
+    def error(self, resp: http.Response, what: str) -> Exception:
         """An exception for a failed response, with docker-like messages."""
         msg = _registry_message(resp)
         status = resp.status_code
@@ -331,7 +326,7 @@ class Repository:
         resp.close()
         return int(resp.headers.get("Content-Length") or 0)
 
-    def get_blob(self, digest: str, offset: int = 0) -> requests.Response:
+    def get_blob(self, digest: str, offset: int = 0) -> http.Response:
         """Open a blob for streaming from `offset` (Range); the response is 200 or 206."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self.request("GET", self.url("blobs", digest), headers=headers, stream=True)

@@ -77,7 +77,7 @@ class RegistryConfig:
         return [self.certs_dir] if self.certs_dir is not None else list(DEFAULT_CERTS_DIRS)
 
     def tls_for(self, host: str) -> tuple[bool | str, tuple[str, str] | None]:
-        """(requests `verify`, requests `cert`) for HTTPS to `host` with verification."""
+        """(`verify`, `cert` of http.Session) for HTTPS to `host` with verification."""
         cas: list[Path] = []
         cert = None
         for d in self.certs_dirs():
@@ -153,7 +153,7 @@ class RegistryConfig:
 class Endpoint:
     url: str                                  # "https://registry-1.docker.io" (no path)
     host: str                                 # "registry-1.docker.io"
-    verify: bool | str = True           # requests' verify
+    verify: bool | str = True           # http.Session's verify
     cert: tuple[str, str] | None = None    # client certificate
     mirror: bool = False
     insecure: bool = False

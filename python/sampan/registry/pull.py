@@ -21,7 +21,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-import requests
 import urllib3
 
 from sampan.errors import (
@@ -33,6 +32,7 @@ from sampan.errors import (
     Unauthorized,
 )
 from sampan.reference import Reference
+from sampan.registry import http
 from sampan.registry import manifest as mf
 from sampan.registry.auth import TokenCache
 from sampan.registry.client import ConnectError, Registry, Repository
@@ -43,7 +43,7 @@ from sampan.registry.store import BlobStore, Writer
 log = logging.getLogger("sampan.registry")
 CHUNK = 256 * 1024
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
-_NET_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+_NET_ERRORS = (http.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class Cancelled(Exception):

@@ -37,7 +37,7 @@ class _Reader:
         self.n = 0
         self.on_read = on_read
 
-    def __len__(self) -> int:           # lets requests send Content-Length, not chunked
+    def __len__(self) -> int:           # the body is sent with Content-Length, not chunked
         return self.size - self.n
 
     def read(self, n: int = -1) -> bytes:
