@@ -92,6 +92,20 @@ def _each(names: tuple[str, ...], fn: Any, echo: bool = True) -> None:
         sys.exit(1)
 
 
+@click.command("restart")
+@click.option("-t", "--time", "--timeout", "timeout", type=int, help="seconds to wait before "
+              "killing the container")
+@click.option("-s", "--signal", "sig", help="signal to send to the container")
+@click.argument("containers", nargs=-1, required=True)
+@daemon_errors
+def restart_cmd(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> None:
+    """Restart one or more containers."""
+    c = client()
+    c.timeout = None
+    _each(containers, lambda n: c.request("POST", f"/containers/{n}/restart",
+                                          {"t": timeout, "signal": sig}))
+
+
 @click.command("pause")
 @click.argument("containers", nargs=-1, required=True)
 @daemon_errors
@@ -318,4 +332,5 @@ def stats_cmd(all_: bool, no_stream: bool, no_trunc: bool, format_: str | None,
         click.echo("\033[2J\033[H" + text, nl=False)
 
 
-COMMANDS = [events_cmd, pause_cmd, unpause_cmd, rename_cmd, top_cmd, update_cmd, stats_cmd]
+COMMANDS = [events_cmd, restart_cmd, pause_cmd, unpause_cmd, rename_cmd, top_cmd, update_cmd,
+            stats_cmd]
