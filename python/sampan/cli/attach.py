@@ -102,7 +102,7 @@ class Session:
                 import tty
 
                 saved_tty = termios.tcgetattr(0)
-                tty.setraw(0)
+                tty.setraw(0, termios.TCSANOW)  # typeahead is kept, as docker does
             if self.tty and self.resize is not None:
                 handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize_now)
                 self._resize_now()

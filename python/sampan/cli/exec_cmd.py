@@ -182,7 +182,9 @@ def start_attached(name: str, stdin_flag: bool, detach_keys: str | None) -> int:
 
 
 def _attach_running(info: dict[str, Any], stdin: bool, sig_proxy: bool,
-                    detach_keys: str | None) -> int:
+                    detach_keys: str | None, escape_is_error: bool = False) -> int:
+    """Relay an attach to a running container; its exit code. After the detach keys: 0, or
+    docker attach's "read escape sequence" and 1 when `escape_is_error`."""
     cid = info["Id"]
     tty = bool((info.get("Config") or {}).get("Tty"))
     keys = _keys(detach_keys)
@@ -206,6 +208,8 @@ def _attach_running(info: dict[str, Any], stdin: bool, sig_proxy: bool,
                   kill=kill if sig_proxy else None).run()
     if why == "detached":
         waiter.close()
+        if escape_is_error:
+            _fail("read escape sequence", 1)
         return 0
     try:
         res = json.loads(wait.read() or b"{}")
@@ -235,7 +239,7 @@ def attach_cmd(no_stdin: bool, sig_proxy: bool, detach_keys: str | None,
     cfg = info.get("Config") or {}
     stdin = not no_stdin and bool(cfg.get("OpenStdin"))
     check_tty_input(bool(cfg.get("Tty")), stdin)
-    sys.exit(_attach_running(info, stdin, sig_proxy, detach_keys))
+    sys.exit(_attach_running(info, stdin, sig_proxy, detach_keys, escape_is_error=True))
 
 
 # --------------------------------------------------------------------------- exec

@@ -221,6 +221,10 @@ async def attach(req: Any, eng: Any) -> Hijack:
         c.attached[rec.id] = c.attached.get(rec.id, 0) + 1
         try:
             if logs:
+                # docker-py reads the hijacked socket itself once it has parsed the answer's
+                # head, past http.client's buffer: bytes sent right behind the head would
+                # land in that buffer and be lost. dockerd's log reader is slower than this.
+                await asyncio.sleep(0.05)
                 want = {n for n, w in (("stdout", want_out), ("stderr", want_err)) if w}
                 async for chunk in cmod._follow_log(c, rec, 0, False, want, False, tty):
                     await s.write(chunk)

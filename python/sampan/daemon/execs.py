@@ -84,7 +84,12 @@ class Exec:
         if self.workdir:
             proc["cwd"] = self.workdir
         caps = dict(proc.get("capabilities") or {})
-        bounding = list(specmod.ALL_CAPS) if self.privileged else list(caps.get("bounding", []))
+        if self.privileged:
+            from sampan.containers.capsets import held
+
+            bounding = held(list(specmod.ALL_CAPS))
+        else:
+            bounding = list(caps.get("bounding", []))
         root = (proc.get("user") or {}).get("uid", 0) == 0
         proc["capabilities"] = {"bounding": bounding,
                                 "effective": bounding if root else [],
