@@ -181,9 +181,11 @@ def test_tty_stdin(kind, base):
 @pytest.mark.parametrize("kind", KINDS)
 def test_slow_client_dropped_container_never_waits(kind, base):
     # 8 MiB of output: a client that never reads is dropped past its 1 MiB buffer, a reading
-    # client gets all of it, the log has all of it.
+    # client gets all of it, the log has all of it. Paced, so that the reading client keeps
+    # up even on a loaded machine (one that falls 1 MiB behind is dropped too, by design).
     n = 8 * 1024 * 1024
-    m = Mon(kind, base, ["sh", "-c", f"head -c {n} /dev/zero | tr '\\0' x; echo"])
+    m = Mon(kind, base, ["sh", "-c", "i=0; while [ $i -lt 128 ]; do head -c 65536 /dev/zero "
+                                     "| tr '\\0' x; usleep 20000; i=$((i+1)); done; echo"])
     lazy = m.attach()
     lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     reader = m.attach()
