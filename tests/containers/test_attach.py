@@ -360,3 +360,20 @@ def test_auto_remove_waits_for_attached_output(sd):
                   "head -c 200000 /dev/zero | tr '\\0' x; echo")
     assert r.returncode == 0 and r.stdout == "x" * 200000 + "\n", r.stderr[-500:]
     assert sd.request("GET", "/containers/s-big/json")[0] == 404
+
+
+def test_attach_and_exec_after_daemon_restart(sd):
+    """The monitor outlives sampand: after a restart, attach (stdin included) and exec reach
+    a container started before it."""
+    create(sd, "a-lr", ["sh", "-c", "while read x; do echo lr-$x; done"], OpenStdin=True)
+    assert sd.request("POST", "/containers/a-lr/start")[0] == 204
+    sd.stop()
+    sd.start()
+    wait_running(sd, "a-lr")
+    r = attach(sd, "a-lr", "stream=1&stdin=1&stdout=1")
+    r.send(b"again\n")
+    r.read_until(b"lr-again\n")
+    r.close()
+    out = sd.sampan("exec", "a-lr", "echo", "exec-after-restart")
+    assert out.stdout == "exec-after-restart\n", out.stderr
+    sd.request("DELETE", "/containers/a-lr?force=1")
