@@ -257,3 +257,21 @@ def test_docker_py_exec_run(sd):
         assert code == 0 and out.startswith(b"/dev/pts/")
     finally:
         cl.close()
+
+
+def test_exec_events(sd):
+    t0 = time.time() - 1
+    out, info = run_exec(sd, ["sh", "-c", "exit 3"])
+    deadline = time.monotonic() + 10
+    while True:
+        st, _h, body = sd.request("GET", f"/events?since={t0}&until={time.time() + 0.1:.3f}")
+        assert st == 200
+        evs = [json.loads(ln) for ln in body.splitlines() if ln.strip()]
+        acts = [e["Action"] for e in evs if e["Actor"]["Attributes"].get("execID") == info["ID"]]
+        if "exec_die" in acts or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert acts == ["exec_create: sh -c exit 3", "exec_start: sh -c exit 3", "exec_die"]
+    die = [e for e in evs if e["Action"] == "exec_die"
+           and e["Actor"]["Attributes"]["execID"] == info["ID"]][0]
+    assert die["Actor"]["Attributes"]["exitCode"] == "3"

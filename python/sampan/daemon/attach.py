@@ -216,6 +216,8 @@ async def attach(req: Any, eng: Any) -> Hijack:
             fut = asyncio.get_running_loop().create_future()
             _waiting(c).setdefault(rec.id, []).append(fut)
 
+    _event(eng, rec, "attach")
+
     async def run(s: HijackedStream) -> None:
         nonlocal msock
         c.attached[rec.id] = c.attached.get(rec.id, 0) + 1
@@ -288,7 +290,18 @@ async def resize(req: Any, eng: Any) -> Any:
         send_resize(rec.dir, "attach.sock", h, w)
     except OSError as e:
         raise HTTPError(409, f"Container {rec.id} is not running ({e})") from None
+    _event(eng, rec, "resize", height=h, width=w)
     return empty(200)
+
+
+def _event(eng: Any, rec: Any, action: str, **attrs: Any) -> None:
+    """docker's container events for attach, resize and execs (best effort)."""
+    try:
+        from sampan.daemon.events import emit_container
+
+        emit_container(eng, rec, action, **attrs)
+    except Exception as e:  # noqa: BLE001 - an event never fails the request
+        log.debug("event %s: %s", action, e)
 
 
 Hook = Callable[[], None]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampan.daemon.attach import frame, parse_detach_keys, relay, send_resize
+from sampan.daemon.attach import _event, frame, parse_detach_keys, relay, send_resize
 from sampan.daemon.engine import blocking
 from sampan.daemon.server import Hijack, HijackedStream, HTTPError, empty, json_response
 
@@ -29,9 +29,11 @@ MAX_FINISHED = 500  # finished records kept for inspect (docker keeps them until
 
 
 class Exec:
-    def __init__(self, eid: str, rec: Any, runtime_root: Path, body: dict[str, Any]):
+    def __init__(self, eid: str, rec: Any, runtime_root: Path, body: dict[str, Any],
+                 eng: Any = None):
         self.id = eid
         self.rec = rec
+        self.eng = eng
         self.runtime_root = runtime_root
         self.cmd: list[str] = list(body["Cmd"])
         self.env: list[str] = list(body.get("Env") or [])
@@ -116,6 +118,7 @@ class Exec:
         self.running = False
         self.finished_at = time.monotonic()
         self.done.set()
+        _event(self.eng, self.rec, "exec_die", execID=self.id, exitCode=code)
         loop = asyncio.get_running_loop()
         if self._pidfd >= 0:
             loop.remove_reader(self._pidfd)
@@ -232,8 +235,9 @@ async def create(req: Any, eng: Any) -> Any:
     parse_detach_keys(body.get("DetachKeys") or None)
     body["ConsoleSize"] = _console_size(body.get("ConsoleSize"))
     _running(rec)
-    ex = Exec(secrets.token_hex(32), rec, c.store.runtime_root, body)
+    ex = Exec(secrets.token_hex(32), rec, c.store.runtime_root, body, eng)
     _execs(eng).add(ex)
+    _event(eng, rec, "exec_create: " + " ".join(ex.cmd), execID=ex.id)
     return json_response({"Id": ex.id}, 201)
 
 
@@ -255,6 +259,7 @@ async def start(req: Any, eng: Any) -> Any:
     _running(ex.rec)
     ex.started = True
     ex.running = True
+    _event(eng, ex.rec, "exec_start: " + " ".join(ex.cmd), execID=ex.id)
     keys = parse_detach_keys(ex.detach_keys_spec or None)
 
     if detach:
