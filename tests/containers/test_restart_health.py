@@ -150,6 +150,9 @@ def test_policies_across_a_daemon_killed_and_restarted(croot, busybox_archive):
         stopped_unless = _run_d(d, "--restart", "unless-stopped", "busybox", "sleep", "1000")
         stopped_always = _run_d(d, "--restart", "always", "busybox", "sleep", "1000")
         plain = _run_d(d, "busybox", "sleep", "1000")
+        healthy = _run_d(d, "--health-cmd", "true", "--health-interval", "200ms", "busybox",
+                         "sleep", "1000")
+        _until(lambda: _inspect(d, healthy)["State"]["Health"]["Status"] == "healthy")
         assert d.sampan("stop", "-t", "0", stopped_unless, stopped_always).returncode == 0
         pids = {c: _inspect(d, c)["State"]["Pid"] for c in (always, unless, plain)}
         d.stop(signal.SIGKILL)
@@ -168,6 +171,11 @@ def test_policies_across_a_daemon_killed_and_restarted(croot, busybox_archive):
         assert _inspect(d, stopped_unless)["State"]["Status"] == "exited"
         doc = _inspect(d, plain)
         assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 137
+        # a container that kept running keeps its health, and its probes go on
+        doc = _inspect(d, healthy)
+        assert doc["State"]["Running"] and doc["State"]["Health"]["Status"] == "healthy"
+        last = doc["State"]["Health"]["Log"][-1]["End"]
+        _until(lambda: _inspect(d, healthy)["State"]["Health"]["Log"][-1]["End"] > last)
     finally:
         for c in d.json("GET", "/containers/json?all=1")[1] or []:
             d.request("DELETE", f"/containers/{c['Id']}?force=1")
@@ -269,6 +277,61 @@ def test_healthcheck_api_and_bad_values(sd):
     assert r.returncode != 0
     cid = _run_d(sd, "--no-healthcheck", "busybox", "sleep", "1000")
     try:
+        assert "Health" not in _inspect(sd, cid)["State"]
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
+
+
+def _image_with_healthcheck(archive: bytes, tag: str, hc: dict) -> bytes:
+    """The busybox archive with a HEALTHCHECK in its config, under another tag."""
+    import hashlib
+    import io
+    import tarfile
+
+    src = tarfile.open(fileobj=io.BytesIO(archive))
+    files = {m.name: src.extractfile(m).read() for m in src.getmembers() if m.isfile()}
+    manifest = json.loads(files.pop("manifest.json"))
+    cfg = json.loads(files.pop(manifest[0]["Config"]))
+    cfg["config"]["Healthcheck"] = hc
+    data = json.dumps(cfg).encode()
+    name = hashlib.sha256(data).hexdigest() + ".json"
+    files[name] = data
+    manifest[0].update({"Config": name, "RepoTags": [tag]})
+    files["manifest.json"] = json.dumps(manifest).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for n, b in files.items():
+            ti = tarfile.TarInfo(n)
+            ti.size = len(b)
+            tar.addfile(ti, io.BytesIO(b))
+    return out.getvalue()
+
+
+def test_image_healthcheck_and_no_healthcheck(sd, busybox_archive):
+    arc = _image_with_healthcheck(busybox_archive, "healthy:img", {
+        "Test": ["CMD-SHELL", "echo from-image"], "Interval": 200_000_000, "Retries": 2})
+    st, _h, body = sd.request("POST", "/images/load?quiet=1", arc,
+                              {"Content-Type": "application/x-tar"})
+    assert st == 200, body
+    cid = _run_d(sd, "healthy:img", "sleep", "1000")
+    try:
+        doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "healthy"
+                              else None)(_inspect(sd, cid)))
+        assert doc["State"]["Health"]["Log"][-1]["Output"] == "from-image\n"
+        assert doc["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "echo from-image"]
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
+    # the container's own settings win over the image's
+    cid = _run_d(sd, "--health-cmd", "echo mine", "healthy:img", "sleep", "1000")
+    try:
+        doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Log"] else None)(
+            _inspect(sd, cid)))
+        assert doc["State"]["Health"]["Log"][-1]["Output"] == "mine\n"
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
+    cid = _run_d(sd, "--no-healthcheck", "healthy:img", "sleep", "1000")
+    try:
+        time.sleep(0.6)
         assert "Health" not in _inspect(sd, cid)["State"]
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")

@@ -96,7 +96,9 @@ def _tasks(c: Any) -> dict[str, asyncio.Task]:
     return t
 
 
-def start(c: Any, rec: Any) -> None:
+def start(c: Any, rec: Any, resume: bool = False) -> None:
+    """Begin probing a container that just started (`resume`: one the daemon found running
+    when it started, whose health so far is kept)."""
     stop(c, rec)
     own = rec.doc["Config"].get("Healthcheck") or {}
     if (own.get("Test") or [""])[0] == "NONE":
@@ -108,8 +110,9 @@ def start(c: Any, rec: Any) -> None:
     if hc is None:
         rec.state.pop("Health", None)
         return
-    rec.state["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
-    rec.save()
+    if not (resume and rec.state.get("Health")):
+        rec.state["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+        rec.save()
     _tasks(c)[rec.id] = asyncio.ensure_future(_monitor(c, rec, hc))
 
 

@@ -223,10 +223,15 @@ def killed(c: Any, rec: Any) -> None:
 def on_daemon_start(c: Any) -> None:
     """Containers that are not running and whose policy says so start again (docker's
     restore with AutoRestart)."""
+    from sampan.daemon import health
+
     n = 0
     for rec in c.store.all():
         st = rec.state
-        if rec.running or st.get("Status") in ("created", "removing"):
+        if rec.running:
+            health.start(c, rec, resume=True)
+            continue
+        if st.get("Status") in ("created", "removing"):
             continue
         if rec.doc["HostConfig"].get("AutoRemove"):
             continue
