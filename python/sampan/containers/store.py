@@ -154,7 +154,10 @@ class ContainerStore:
         if not isinstance(body, dict):
             raise InvalidArgument("config cannot be empty in order to create a container")
         host = body.get("HostConfig") or {}
-        config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        from sampan.containers.createtypes import CONFIG, HOST_CONFIG
+
+        # dockerd ignores unknown fields: they never reach inspect
+        config = {k: v for k, v in body.items() if k in CONFIG}
         if not isinstance(host, dict):
             raise InvalidArgument("HostConfig must be an object")
         image_ref = config.get("Image")
@@ -226,7 +229,7 @@ class ContainerStore:
             warnings = resources.apply(oci, host, config, self, cdir)
             specmod.atomic_write(cdir / "config.json", json.dumps(oci).encode(), 0o600)
             args = oci["process"]["args"]
-            host_doc = dict(host)
+            host_doc = {k: v for k, v in host.items() if k in HOST_CONFIG}
             host_doc.setdefault("NetworkMode", "default")
             host_doc.setdefault("Binds", None)
             host_doc.setdefault("AutoRemove", False)

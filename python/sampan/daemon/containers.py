@@ -221,8 +221,10 @@ async def create(req: Request, eng: Engine) -> Response:
         raise HTTPError(400, "config cannot be empty in order to create a container")
     name = req.q("name") or None
     c = get(eng)
+    from sampan.containers.createtypes import check_create
     from sampan.daemon import restarts
 
+    check_create(body)
     restarts.validate_create(body)
     rec = await blocking(c.store.create, body, name)
     emit_container(eng, rec, "create")

@@ -51,6 +51,8 @@ class Body:
         self._buf = bytearray()
         self.done = False
         self.received = 0
+        self.declared = -1  # Content-Length, when the request has one
+        self.refused = False  # answered without reading it: the connection must close
 
     async def _fill(self) -> bool:
         if self.done:
@@ -58,7 +60,11 @@ class Body:
         c = self._conn
         if c.h11.they_are_waiting_for_100_continue:
             await c.send(h11.InformationalResponse(status_code=100, headers=[]))
-        ev = await c.next_event()
+        try:
+            ev = await c.next_event()
+        except h11.RemoteProtocolError as e:  # e.g. a bad chunk size: the request's fault
+            self.done = self.refused = True
+            raise HTTPError(400, f"bad request: {e}") from None
         if isinstance(ev, h11.Data):
             self._buf += ev.data
             self.received += len(ev.data)
@@ -87,6 +93,9 @@ class Body:
         return out
 
     async def read_limited(self, limit: int) -> bytes:
+        if self.declared > limit:  # refused before a byte of it is read
+            self.refused = True
+            raise HTTPError(413, f"request body larger than {limit} bytes")
         while await self._fill():
             if len(self._buf) > limit:
                 raise HTTPError(413, f"request body larger than {limit} bytes")
@@ -360,6 +369,9 @@ class _Connection:
         body = Body(self)
         req = Request(ev.method.decode("ascii", "replace").upper(),
                       ev.target.decode("latin-1"), ev.http_version.decode(), headers, body)
+        cl = req.header("content-length")
+        if cl and cl.strip().isdigit():
+            body.declared = int(cl)
         head = req.method == "HEAD"
         try:
             resp = await self.app(req)
@@ -368,11 +380,11 @@ class _Connection:
         if isinstance(resp, Hijack):
             await self._hijack(req, resp)
             return False
-        keep = True
+        keep = not body.refused
         if not body.done:
             # the handler left (part of) the body unread: drain a little of it to keep the
             # connection, else answer and close
-            if self.h11.they_are_waiting_for_100_continue:
+            if self.h11.they_are_waiting_for_100_continue or body.refused:
                 keep = False
             else:
                 try:
