@@ -266,3 +266,21 @@ def test_docker_py_ops(sd):
         c.remove(force=True)
     finally:
         cl.close()
+
+
+def test_info_counts_containers(sd):
+    a = _run_d(sd, "busybox", "sleep", "1000")
+    b = _run_d(sd, "busybox", "sleep", "1000")
+    c = sd.sampan("create", "busybox", "true").stdout.strip()
+    try:
+        assert sd.sampan("pause", b).returncode == 0
+        info = sd.json("GET", "/info")[1]
+        total = len(sd.json("GET", "/containers/json?all=1")[1])
+        assert info["Containers"] == total
+        assert info["ContainersPaused"] == 1 and info["ContainersRunning"] >= 1
+        assert info["ContainersRunning"] + info["ContainersPaused"] + \
+            info["ContainersStopped"] == total
+        assert info["ContainersStopped"] >= 1
+    finally:
+        for x in (a, b, c):
+            sd.request("DELETE", f"/containers/{x}?force=1")

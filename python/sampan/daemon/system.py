@@ -193,7 +193,22 @@ async def info(req: Request, eng: Engine) -> Response:
         "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
         "SecurityOptions": security, "CDISpecDirs": [], "Warnings": warnings,
     }
+    data.update(_container_counts(eng))
     return json_response(data)
+
+
+def _container_counts(eng: Engine) -> dict[str, int]:
+    c = getattr(eng, "_containers", None)
+    events = getattr(eng, "_events", None)
+    out = {"NEventsListener": len(events.subscribers) if events is not None else 0}
+    if c is None:
+        return out
+    recs = c.store.all()
+    paused = sum(1 for r in recs if r.running and r.state.get("Paused"))
+    running = sum(1 for r in recs if r.running) - paused
+    out.update({"Containers": len(recs), "ContainersRunning": running,
+                "ContainersPaused": paused, "ContainersStopped": len(recs) - running - paused})
+    return out
 
 
 def _nfd() -> int:
