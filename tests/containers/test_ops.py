@@ -145,6 +145,8 @@ def test_pause_freezes_and_unpause_resumes(sd):
         assert a == b  # frozen: the counter does not advance
         st, body = sd.json("POST", f"/containers/{cid}/pause")
         assert st == 409 and "already paused" in body["message"]
+        st, body = sd.json("POST", f"/containers/{cid}/start")
+        assert st == 409 and "try unpause" in body["message"]
         assert sd.sampan("unpause", cid).returncode == 0
         time.sleep(1)
         assert _log_lines(sd, cid) > b + 5

@@ -96,6 +96,9 @@ def test_backoff_and_stop_cancels_a_pending_restart(sd):
         assert doc["State"]["Status"] == "restarting"
         r = sd.sampan("ps", "--filter", "status=restarting", "--format", "{{.Status}}")
         assert r.stdout.startswith("Restarting (1)")
+        # running or waiting to restart, never removable without force
+        st, body = sd.json("DELETE", f"/containers/{cid}")
+        assert st == 409, body
         assert sd.sampan("stop", cid).returncode == 0
         n = _inspect(sd, cid)["RestartCount"]
         time.sleep(3.5)  # longer than the next delays

@@ -258,6 +258,10 @@ async def inspect(req: Request, eng: Engine) -> Response:
 async def start(req: Request, eng: Engine) -> Response:
     c = get(eng)
     rec = _rec(req, eng)
+    if rec.state.get("Paused"):
+        from sampan.errors import Conflict
+
+        raise Conflict("cannot start a paused container, try unpause instead")
     if rec.running:
         return empty(304)
     c.event(rec.id)
@@ -493,6 +497,11 @@ async def delete(req: Request, eng: Engine) -> Response:
     c = get(eng)
     rec = _rec(req, eng)
     force = req.qbool("force")
+    if rec.state.get("Restarting") and not force:
+        from sampan.errors import Conflict
+
+        raise Conflict(f"You cannot remove a restarting container {rec.id}. Stop the "
+                       "restarting container before attempting removal or force remove")
     if rec.running and not force:
         from sampan.errors import Conflict
 
