@@ -37,8 +37,9 @@ def test_container_lifecycle_events_shape(sd):
     assert sd.sampan("rm", "ev1").returncode == 0
     evs = _events(sd, f"{t0:.9f}", f"{time.time() + 0.5:.9f}", container="ev1")
     actions = [e["Action"] for e in evs]
-    assert actions == ["create", "start", "die", "destroy"], actions
-    die = evs[2]
+    # an attached run: docker emits attach before the start
+    assert actions == ["create", "attach", "start", "die", "destroy"], actions
+    die = evs[3]
     cid = die["Actor"]["ID"]
     assert len(cid) == 64 and die["id"] == cid and die["status"] == "die"
     assert die["Type"] == "container" and die["scope"] == "local"
@@ -103,7 +104,7 @@ def test_streaming_and_until(sd):
     assert not t.is_alive()
     acts = [json.loads(ln)["Action"] for ln in out[0].splitlines()
             if json.loads(ln).get("Actor", {}).get("Attributes", {}).get("name") == "ev3"]
-    assert acts == ["create", "start", "die", "destroy"], acts
+    assert acts == ["create", "attach", "start", "die", "destroy"], acts
 
 
 def test_bad_filters_are_400(sd):
@@ -129,7 +130,7 @@ def test_docker_events_cli(sd):
     r = sd.docker("events", "--since", f"{t0:.3f}", "--until", f"{time.time() + 0.5:.3f}",
                   "--filter", "container=ev4", "--format", "{{json .}}")
     lines = [json.loads(ln) for ln in r.stdout.splitlines()]
-    assert [e["Action"] for e in lines] == ["create", "start", "die", "destroy"]
+    assert [e["Action"] for e in lines] == ["create", "attach", "start", "die", "destroy"]
     # docker's default line: time type action id (attributes)
     r = sd.docker("events", "--since", f"{t0:.3f}", "--until", f"{time.time() + 0.5:.3f}",
                   "--filter", "container=ev4", "--filter", "event=destroy")
@@ -148,7 +149,7 @@ def test_sampan_events_cli(sd):
     r = sd.sampan("events", "--since", f"{t0:.3f}", "--until", until, "--filter",
                   "container=ev5", "--format", "{{json .}}")
     assert [json.loads(ln)["Action"] for ln in r.stdout.splitlines()] == \
-        ["create", "start", "die", "destroy"]
+        ["create", "attach", "start", "die", "destroy"]
 
 
 def test_docker_py_events(sd):

@@ -114,6 +114,11 @@ def attach_and_start(cid: str, *, tty: bool, stdin: bool, stdout: bool, stderr: 
         except APIError as e:
             if h is not None:
                 h.close()
+            if auto_remove:  # as docker: return once the daemon has removed it
+                try:
+                    wait.read()
+                except (OSError, ClientError):
+                    pass
             waiter.close()
             _fail(f"Error response from daemon: {e.message}", _start_error_code(e.message))
     if h is None:
