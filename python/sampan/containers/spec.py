@@ -58,11 +58,14 @@ def normalize_cap(c: str) -> str:
 
 def capabilities(cap_add: list[str] | None, cap_drop: list[str] | None,
                  privileged: bool) -> list[str]:
+    from sampan.containers.capsets import held
+
+    # "all" is what the engine holds: capset cannot grant more (moby does the same)
     if privileged:
-        return list(ALL_CAPS)
+        return held(list(ALL_CAPS))
     add = [normalize_cap(c) for c in cap_add or []]
     drop = [normalize_cap(c) for c in cap_drop or []]
-    caps = list(ALL_CAPS) if "ALL" in add else list(DEFAULT_CAPS)
+    caps = held(list(ALL_CAPS)) if "ALL" in add else list(DEFAULT_CAPS)
     if "ALL" in drop:
         caps = []
     else:
