@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
 
@@ -126,6 +126,8 @@ class VolumeStore:
         self.lock = threading.RLock()
         self.vols: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, set[str]] = {}
+        # (action, name, attributes) for the daemon's event bus: "create", "destroy"
+        self.notify: Callable[[str, str, dict[str, str]], None] | None = None
         self._load()
 
     # ---------------------------------------------------------------- state on disk
@@ -275,7 +277,8 @@ class VolumeStore:
                 self._purge(tmp)
                 raise
             self.vols[name] = meta
-            return self._view(meta), True
+        self._notify("create", name)
+        return self._view(meta), True
 
     def remove(self, name: str, force: bool = False) -> None:
         with self.lock:
@@ -298,6 +301,14 @@ class VolumeStore:
             del self.vols[name]
             self.refs.pop(name, None)
         self._purge(gone)
+        self._notify("destroy", name)
+
+    def _notify(self, action: str, name: str) -> None:
+        if self.notify is not None:
+            try:
+                self.notify(action, name, {"driver": "local"})
+            except Exception:  # noqa: BLE001 - an event never fails the operation
+                pass
 
     def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """Unused volumes: anonymous ones only, unless the filter all=true (docker 23+)."""

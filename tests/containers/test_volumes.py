@@ -466,3 +466,17 @@ def test_docker_py_volumes(sd, volimage):
             cl.volumes.get("pyvol")
     finally:
         cl.close()
+
+
+def test_volume_events(sd):
+    import time
+
+    t0 = time.time() - 1
+    assert sd.json("POST", "/volumes/create", {"Name": "evvol"})[0] == 201
+    assert sd.request("DELETE", "/volumes/evvol")[0] == 204
+    flt = q(json.dumps({"type": ["volume"], "volume": ["evvol"]}))
+    st, _h, body = sd.request("GET", f"/events?since={t0}&until={time.time() + 1}&filters={flt}")
+    evs = [json.loads(line) for line in body.splitlines() if line.strip()]
+    assert [(e["Type"], e["Action"], e["Actor"]["ID"]) for e in evs] == [
+        ("volume", "create", "evvol"), ("volume", "destroy", "evvol")]
+    assert evs[0]["Actor"]["Attributes"] == {"driver": "local"}

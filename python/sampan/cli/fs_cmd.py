@@ -80,17 +80,24 @@ def cp_cmd(archive: bool, follow_link: bool, quiet: bool, src: str, dest: str) -
     if sctr is not None:
         if not spath:
             _fail("error: path cannot be empty")
-        _copy_from(sctr, spath, dpath, archive, follow_link)
+        size = _copy_from(sctr, spath, dpath, archive, follow_link)
+        where = dpath
     else:
         if not dpath:
             _fail("error: path cannot be empty")
-        _copy_to(spath, dctr or "", dpath, archive, follow_link)
+        size = _copy_to(spath, dctr or "", dpath, archive, follow_link)
+        where = dest
+    # docker prints this only to a terminal (and not with -q)
+    if size is not None and not quiet and sys.stderr.isatty():
+        from sampan.cli.volumes_cmd import human_size
+
+        click.echo(f"Successfully copied {human_size(size)} to {where}", err=True)
 
 
 # ------------------------------------------------------------------ container → local
 
 
-def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> None:
+def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> int | None:
     from sampan.containers.fsview import View, extract
 
     c = client()
@@ -112,7 +119,7 @@ def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> N
         for chunk in r.chunks():
             out.write(chunk)
         out.flush()
-        return
+        return None
     src_name = st.get("name") or os.path.basename(req_path.rstrip("/"))
     src_is_dir = bool(st.get("mode", 0) & _GO_DIR)
     # docker names the copy after the path asked for, even when following a link
@@ -142,11 +149,14 @@ def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> N
         def __init__(self) -> None:
             self.it = r.chunks()
             self.buf = b""
+            self.count = 0
 
         def read(self, n: int = -1) -> bytes:
             while n < 0 or len(self.buf) < n:
                 try:
-                    self.buf += next(self.it)
+                    chunk = next(self.it)
+                    self.count += len(chunk)
+                    self.buf += chunk
                 except StopIteration:
                     break
             if n < 0:
@@ -155,14 +165,16 @@ def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> N
                 out, self.buf = self.buf[:n], self.buf[n:]
             return out
 
+    reader = _Reader()
     with View.for_path(into) as view:
-        extract(view, "/", _Reader(), False, owner, rebase)
+        extract(view, "/", reader, False, owner, rebase)
+    return reader.count
 
 
 # ------------------------------------------------------------------ local → container
 
 
-def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> None:
+def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> int | None:
     from sampan.containers.fsview import Entry, View, tar_entry
 
     c = client()
@@ -179,7 +191,7 @@ def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> None
         c.request("PUT", f"/containers/{ctr}/archive", dict(params, path=path),
                   body=iter(lambda: sys.stdin.buffer.read(1 << 16), b""),
                   headers={"Content-Type": "application/x-tar"})
-        return
+        return None
     src_abs = os.path.abspath(src)
     try:
         lst = os.stat(src_abs) if follow else os.lstat(src_abs)
@@ -205,16 +217,21 @@ def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> None
     if follow and stat.S_ISLNK(os.lstat(src_abs).st_mode):
         parent, leaf = os.path.split(os.path.realpath(src_abs))
 
+    sent = [0]
+
     def body():
         with View.for_path(parent or "/") as view:
             e = Entry(os.dup(view.root_fd), leaf, leaf, ())
             try:
-                yield from tar_entry(view, e, name)
+                for chunk in tar_entry(view, e, name):
+                    sent[0] += len(chunk)
+                    yield chunk
             finally:
                 e.close()
 
     c.request("PUT", f"/containers/{ctr}/archive", dict(params, path=into), body=body(),
               headers={"Content-Type": "application/x-tar"})
+    return sent[0]
 
 
 # ------------------------------------------------------------------ export, diff

@@ -14,10 +14,16 @@ from sampan.daemon.server import HTTPError, Request, Response, empty, json_respo
 def store(eng: Engine) -> Any:
     from sampan.volumes import open_store
 
-    return open_store(eng.config.data_root)
+    st = open_store(eng.config.data_root)
+    if st.notify is None:
+        from sampan.daemon.events import emit
+
+        st.notify = lambda action, name, attrs: emit(eng, "volume", action, name, attrs)
+    return st
 
 
 def register(r: Router) -> None:
+    store(r.engine)  # open now: crash leftovers cleared, events wired before any create
     r.add("GET", "/volumes", list_)
     r.add("POST", "/volumes/create", create)
     r.add("POST", "/volumes/prune", prune)
