@@ -126,6 +126,8 @@ class VolumeStore:
         self.lock = threading.RLock()
         self.vols: dict[str, dict[str, Any]] = {}
         self.refs: dict[str, set[str]] = {}
+        # running containers per volume: a volume with a type stays mounted while it has one
+        self.active: dict[str, set[str]] = {}
         # (action, name, attributes) for the daemon's event bus: "create", "destroy"
         self.notify: Callable[[str, str, dict[str, str]], None] | None = None
         self._load()
@@ -164,9 +166,12 @@ class VolumeStore:
                 doc = json.loads((d / "config.v2.json").read_text())
             except (OSError, ValueError):
                 continue
+            running = bool((doc.get("State") or {}).get("Running"))
             for m in doc.get("Mounts") or []:
                 if m.get("Type") == "volume" and m.get("Name"):
                     self.refs.setdefault(m["Name"], set()).add(doc.get("Id", d.name))
+                    if running:
+                        self.active.setdefault(m["Name"], set()).add(doc.get("Id", d.name))
 
     def _purge(self, d: Path) -> None:
         from sampan.graph.fsutil import rmtree
@@ -377,6 +382,35 @@ class VolumeStore:
     def is_anonymous(self, name: str) -> bool:
         meta = self.vols.get(name)
         return bool(meta) and ANON_LABEL in (meta.get("Labels") or {})
+
+    def activate(self, name: str, cid: str) -> Path:
+        """A container that uses the volume starts: mounted (if it has a type) until the last
+        such container stops, as docker's local driver counts its users."""
+        with self.lock:
+            data = self.mount(name)
+            self.active.setdefault(name, set()).add(cid)
+            return data
+
+    def deactivate(self, cid: str) -> None:
+        with self.lock:
+            for name in [n for n, users in self.active.items() if cid in users]:
+                self.active[name].discard(cid)
+                if not self.active[name]:
+                    del self.active[name]
+                    self.unmount_idle(name)
+
+    def unmount_idle(self, name: str) -> None:
+        """Unmount a volume with a type that no running container uses (a tmpfs volume's
+        content goes with it, as with docker)."""
+        with self.lock:
+            meta = self.vols.get(name)
+            if meta is None or not (meta.get("Options") or {}).get("type") or \
+                    self.active.get(name):
+                return
+            data = self.path(name)
+            while _mounted(data):
+                if subprocess.run(["umount", str(data)], capture_output=True).returncode:
+                    return
 
     def mount(self, name: str) -> Path:
         """The volume's content directory, mounted first when the volume has a type."""

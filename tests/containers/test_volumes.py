@@ -156,14 +156,27 @@ def test_bad_driver_and_options(sd):
 
 
 def test_tmpfs_volume(sd):
+    """docker's local driver with type=tmpfs: mounted while a container using it runs (shared
+    by those containers), unmounted — its content gone — when the last one stops."""
     st, v = sd.json("POST", "/volumes/create", {
         "Name": "tmpvol", "DriverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=4m"}})
     assert st == 201 and v["Options"] == {"type": "tmpfs", "device": "tmpfs", "o": "size=4m"}
+    data = str(sd.data / "volumes/tmpvol/_data")
+    st, c = create_container(sd, {"Cmd": ["sh", "-c", "echo shared > /t/f; sleep 60"],
+                                  "HostConfig": {"Binds": ["tmpvol:/t"]}}, "tmpholder")
+    assert st == 201
+    assert f" {data} " not in open("/proc/self/mounts").read()  # not before a start
+    assert sd.request("POST", "/containers/tmpholder/start")[0] == 204
+    assert f" {data} tmpfs " in open("/proc/self/mounts").read()
     r = run(sd, "-v", "tmpvol:/t", "busybox", "sh", "-c",
-            "grep ' /t ' /proc/mounts; echo kept > /t/f")
+            "grep ' /t ' /proc/mounts; sleep 0.5; cat /t/f")
     assert r.returncode == 0 and " /t tmpfs " in r.stdout and "size=4096k" in r.stdout, r.stderr
-    r = run(sd, "-v", "tmpvol:/t", "busybox", "cat", "/t/f")
-    assert r.stdout == "kept\n"
+    assert r.stdout.endswith("shared\n")
+    assert f" {data} tmpfs " in open("/proc/self/mounts").read()  # the holder still runs
+    assert sd.request("POST", "/containers/tmpholder/stop?t=0")[0] == 204
+    assert f" {data} " not in open("/proc/self/mounts").read()
+    assert sd.request("DELETE", "/containers/tmpholder")[0] == 204
+    assert run(sd, "-v", "tmpvol:/t", "busybox", "ls", "-A", "/t").stdout == ""
     assert sd.request("DELETE", "/volumes/tmpvol")[0] == 204
     assert str(sd.data / "volumes") not in open("/proc/self/mounts").read()
 
@@ -327,7 +340,7 @@ def test_binds_tmpfs_and_inspect(sd, tmp_path):
      'plugin "flocker" not found'),
     ({"Tmpfs": {"/t": "size=1m,evil=$(x)"}}, "invalid tmpfs option"),
     ({"Tmpfs": {"rel": ""}}, "mount path must be absolute"),
-    ({"Binds": "v1:/a"}, "Binds must be a list of strings"),
+    ({"Binds": "v1:/a"}, "Binds"),
 ])
 def test_bad_mounts_change_nothing(sd, host, msg):
     vols = volume_names(sd)

@@ -284,6 +284,7 @@ def setup(cid: str, rootfs: Path, mps: list[dict[str, Any]], vols: Any
                 data = vols.mount(name)
                 if not mp["nocopy"]:
                     copy_up(rootfs, dst, data)
+                vols.unmount_idle(name)  # mounted again when a container starts
                 oci.append({"destination": dst, "type": "bind", "source": str(data),
                             "options": ["rbind", "rprivate"] + ([] if mp["rw"] else ["ro"])})
                 shown.append({"Type": "volume", "Name": name, "Source": str(data),
@@ -350,6 +351,7 @@ def copy_up(rootfs: Path, dst: str, data: Path) -> None:
 def release(cid: str, vols: Any, remove_anonymous: bool = False) -> list[str]:
     """Drop the container's references; with `remove_anonymous`, remove its anonymous volumes
     that nothing else uses. The volumes removed."""
+    vols.deactivate(cid)
     used = vols.unref(cid)
     gone = []
     if remove_anonymous:
@@ -361,6 +363,20 @@ def release(cid: str, vols: Any, remove_anonymous: bool = False) -> list[str]:
                 except Exception:  # noqa: BLE001 - in use again, or already gone
                     pass
     return gone
+
+
+def on_start(cid: str, shown: list[dict[str, Any]] | None, vols: Any) -> None:
+    """Before a container starts: its volumes mounted (those with a type — after a reboot
+    too) and counted as in use by a running container."""
+    for m in shown or []:
+        if m.get("Type") == "volume" and m.get("Name"):
+            vols.activate(m["Name"], cid)
+
+
+def on_stop(cid: str, vols: Any) -> None:
+    """After a container stopped: volumes with a type that no running container uses any
+    more are unmounted."""
+    vols.deactivate(cid)
 
 
 def volumes_for(data_root: Path) -> Any:

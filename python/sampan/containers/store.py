@@ -317,6 +317,8 @@ class ContainerStore:
             graph = self._graph()
             graph.prepare(rec.doc["Image"], rec.id, rec.dir / "fs")  # idempotent: remounts
             resources.refresh_joins(rec, self, specmod.atomic_write)
+            mountsmod.on_start(rec.id, rec.doc.get("Mounts"),
+                               mountsmod.volumes_for(self.root.parent))
             stale = self.runtime_root / rec.id
             if stale.exists():
                 try:

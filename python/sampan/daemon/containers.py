@@ -89,6 +89,9 @@ class Containers:
         except Exception:  # noqa: BLE001
             return
         self.store.record_exit(rec)
+        from sampan.containers import mounts
+
+        mounts.on_stop(rec.id, mounts.volumes_for(self.eng.config.data_root))
         log.info("container %s exited with %s", cid[:12], rec.state["ExitCode"])
         from sampan.daemon.restarts import on_exit
 
