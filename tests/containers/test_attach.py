@@ -168,6 +168,10 @@ def test_docker_run_i_pipes(sd):
     r = sd.docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo e >&2; exit 5",
                   input="a\nb\n")
     assert (r.returncode, r.stdout, r.stderr) == (5, "a\nb\n", "e\n")
+    # the container ends while the client still sends: its output and code still arrive
+    r = subprocess.run("yes | docker run -i --rm busybox head -2", shell=True, timeout=60,
+                       env=docker_env(sd), capture_output=True, text=True, check=False)
+    assert (r.returncode, r.stdout) == (0, "y\ny\n"), r.stderr
 
 
 @docker_cli

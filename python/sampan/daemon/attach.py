@@ -120,6 +120,25 @@ async def relay(s: HijackedStream, msock: Any, *, tty: bool, stdout: bool = True
         msock.close()
 
 
+async def end_stream(s: HijackedStream, linger: float = 2.0) -> None:
+    """End the output (FIN) and drop what the client still sends until it closes: closing
+    with unread input would reset the connection, and a reset can destroy output the client
+    has not read yet (`yes | docker run -i busybox head -1`)."""
+    s.close_write()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        try:
+            data = await asyncio.wait_for(s.read(65536), left)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            return
+        if not data:
+            return
+
+
 # --------------------------------------------------------------------------- waiting attaches
 
 
@@ -237,7 +256,7 @@ async def attach(req: Any, eng: Any) -> Hijack:
                                   stdin=stdin, close_stdin=close_stdin, detach_keys=keys)
                 msock = None
                 log.debug("attach %s ended: %s", rec.id[:12], why)
-            s.close_write()
+            await end_stream(s)
         except (ConnectionError, OSError):
             pass
         finally:

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampan.daemon.attach import _event, frame, parse_detach_keys, relay, send_resize
+from sampan.daemon.attach import (
+    _event,
+    end_stream,
+    frame,
+    parse_detach_keys,
+    relay,
+    send_resize,
+)
 from sampan.daemon.engine import blocking
 from sampan.daemon.server import Hijack, HijackedStream, HTTPError, empty, json_response
 
@@ -311,7 +318,7 @@ async def start(req: Any, eng: Any) -> Any:
             # the monitor wrote the exit file before it closed us: inspect right after the
             # stream ends (as the docker CLI does) must see the exit code
             await _wait_finish(ex)
-        s.close_write()
+        await end_stream(s)
 
     ctype = "application/vnd.docker.raw-stream" if ex.tty else \
         "application/vnd.docker.multiplexed-stream"
