@@ -5,51 +5,46 @@ from __future__ import annotations
 import click
 
 from sampan import __version__
-from sampan.cli.runtime_cmd import runtime
+
+# Command modules, most used first. A command is looked up module by module and only the
+# modules up to the one that has it are imported, so `sampan ps` or `sampan run` pay for the
+# container commands alone (start-up is most of a CLI call's time). A name found in an earlier
+# module wins: the container `inspect` also serves images.
+_MODULES = ("containers_cmd", "images_cmd", "lifecycle_cmd", "networks_cmd", "fs_cmd",
+            "volumes_cmd", "system_cmd")
 
 
 class _LazyGroup(click.Group):
-    """Loads the daemon-facing commands (and their HTTP client) only when one is used, so
-    `sampan runtime …` starts as fast as the runtime itself allows."""
+    """Loads command modules (and the HTTP client) only when one of their commands is used;
+    `sampan runtime …` loads none of them."""
 
-    _loaded = False
+    _next = 0
 
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        from sampan.cli.containers_cmd import COMMANDS as CONTAINER_COMMANDS
-        from sampan.cli.images_cmd import COMMANDS as IMAGE_COMMANDS
-        from sampan.cli.system_cmd import info_cmd, system_group, version_cmd
+    def _load_next(self) -> bool:
+        if self._next >= len(_MODULES):
+            return False
+        import importlib
 
-        for cmd in IMAGE_COMMANDS:
-            self.add_command(cmd)
-        for cmd in CONTAINER_COMMANDS:  # after the images: `inspect` serves both
-            self.add_command(cmd)
-        from sampan.cli.networks_cmd import COMMANDS as NETWORK_COMMANDS
-
-        for cmd in NETWORK_COMMANDS:
-            self.add_command(cmd)
-        from sampan.cli.lifecycle_cmd import COMMANDS as LIFECYCLE_COMMANDS
-
-        for cmd in LIFECYCLE_COMMANDS:
-            self.add_command(cmd)
-        from sampan.cli.fs_cmd import COMMANDS as FS_COMMANDS
-        from sampan.cli.volumes_cmd import COMMANDS as VOLUME_COMMANDS
-
-        for cmd in FS_COMMANDS + VOLUME_COMMANDS:
-            self.add_command(cmd)
-        self.add_command(version_cmd)
-        self.add_command(info_cmd)
-        self.add_command(system_group)
+        mod = importlib.import_module(f"sampan.cli.{_MODULES[self._next]}")
+        self._next += 1
+        for cmd in mod.COMMANDS:
+            if cmd.name not in self.commands:
+                self.add_command(cmd)
+        return True
 
     def get_command(self, ctx: click.Context, name: str):  # type: ignore[override]
-        if name != "runtime":
-            self._load()
+        if name == "runtime" and name not in self.commands:
+            from sampan.cli.runtime_cmd import runtime
+
+            self.add_command(runtime)
+        while name not in self.commands and self._load_next():
+            pass
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context):  # type: ignore[override]
-        self._load()
+        while self._load_next():
+            pass
+        self.get_command(ctx, "runtime")
         return super().list_commands(ctx)
 
 
@@ -85,5 +80,3 @@ def main(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool,
     ctx.obj = CliState(host=host, tls=tls, tlsverify=tlsverify, tlscacert=tlscacert,
                        tlscert=tlscert, tlskey=tlskey, config_dir=config_dir, debug=debug)
 
-
-main.add_command(runtime)

@@ -385,3 +385,6 @@ def dump_json(obj: Any) -> str:
     """docker inspect's JSON: indented by 4 spaces, <>& escaped like Go."""
     s = json.dumps(obj, indent=4, ensure_ascii=False)
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+COMMANDS = [version_cmd, info_cmd, system_group]
