@@ -45,20 +45,24 @@ _MAX_CACHED_DIRS = 512
 
 
 class HashReader:
-    """Reads through to `raw`, hashing and counting every byte that passes."""
+    """Reads through to `raw`, hashing and counting every byte that passes (counting only
+    when `algorithm` is None: bytes someone else verifies)."""
 
-    def __init__(self, raw, algorithm: str = "sha256"):
+    def __init__(self, raw, algorithm: str | None = "sha256"):
         self.raw = raw
         self.algorithm = algorithm
-        import hashlib  # here: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
+        self.hash = None
+        if algorithm is not None:
+            import hashlib  # here: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
 
-        self.hash = hashlib.new(algorithm)
+            self.hash = hashlib.new(algorithm)
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n if n is not None and n >= 0 else CHUNK)
         if data:
-            self.hash.update(data)
+            if self.hash is not None:
+                self.hash.update(data)
             self.count += len(data)
         return data
 
@@ -69,8 +73,8 @@ class HashReader:
         while self.read(CHUNK):
             pass
 
-    def digest(self) -> str:
-        return f"{self.algorithm}:{self.hash.hexdigest()}"
+    def digest(self) -> str | None:
+        return None if self.hash is None else f"{self.algorithm}:{self.hash.hexdigest()}"
 
 
 class _Peek:
@@ -586,11 +590,12 @@ def apply_tar(reader, root, whiteouts: str = "overlay") -> int:
 
 
 def unpack_stream(stream: BinaryIO, root, media_type: str | None = None,
-                  whiteouts: str = "overlay", algorithm: str = "sha256") -> dict:
+                  whiteouts: str = "overlay", algorithm: str | None = "sha256") -> dict:
     """Decompress, hash and apply a layer stream to `root` in one pass.
 
-    Returns {"diff_id", "digest" (of the bytes read), "size" (file content), "tar_size",
-    "compression", "blob_size" (bytes read)}.
+    Returns {"diff_id", "digest" (of the bytes read; None with `algorithm` None, when the
+    caller verifies them itself), "size" (file content), "tar_size", "compression",
+    "blob_size" (bytes read)}.
     """
     compressed = HashReader(stream, algorithm)
     plain, kind = decompressed(compressed, media_type)

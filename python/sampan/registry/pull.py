@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable
 
 import urllib3
@@ -379,15 +379,28 @@ class Puller:
             if n >= workers:
                 self.out.status("Waiting", job.desc.short)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sampan-pull")
+        # With overlay every layer unpacks into a directory of its own (its chain id comes
+        # from the config, not from its parent's files), so layers unpack side by side as
+        # their downloads arrive; vfs copies the parent first, so there they go in order.
+        independent = getattr(getattr(self.graph, "driver", None), "name", "") == "overlay"
+        appliers = ThreadPoolExecutor(max_workers=min(len(todo), 8) if independent else 1,
+                                      thread_name_prefix="sampan-unpack")
         try:
             futures = [pool.submit(self._download, repo, job, lease)
                        for job in downloads.values()]
-            for job in todo:
-                self._apply(downloads[job.desc.digest], job, lease)
+            applied = [appliers.submit(self._apply, downloads[job.desc.digest], job, lease)
+                       for job in todo]
+            wait(applied, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in applied if f.done() and f.exception()]
+            if errors:
+                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+            for f in applied:
+                f.result()
             for f in futures:
                 f.result()
         except BaseException as e:
             self.cancelled.set()
+            appliers.shutdown(wait=True)
             pool.shutdown(wait=True)
             if isinstance(e, Cancelled):
                 for dl in downloads.values():
@@ -396,6 +409,7 @@ class Puller:
                 raise RegistryError("pull cancelled") from None
             raise
         finally:
+            appliers.shutdown(wait=True)
             pool.shutdown(wait=True)
 
     def _apply(self, dl: LayerJob, job: LayerJob, lease: str) -> None:
@@ -421,9 +435,11 @@ class Puller:
         stream = CountingReader(raw, lambda n: self.out.update("Extracting", short, n, total))
         try:
             reader = io.BufferedReader(stream, CHUNK)
+            # the download verifies the blob digest (FollowReader ends only after it has;
+            # a committed blob was verified on commit)
             info = self.graph.apply_layer(job.parent, reader, job.desc.media_type,
                                           expected_diff_id=job.diff_id, lease=lease,
-                                          digest=job.desc.digest)
+                                          digest=job.desc.digest, digest_verified=True)
             while reader.read(CHUNK):   # the rest (tar padding): verifies the download
                 pass
         finally:
