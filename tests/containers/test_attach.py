@@ -381,3 +381,11 @@ def test_attach_and_exec_after_daemon_restart(sd):
     out = sd.sampan("exec", "a-lr", "echo", "exec-after-restart")
     assert out.stdout == "exec-after-restart\n", out.stderr
     sd.request("DELETE", "/containers/a-lr?force=1")
+
+
+def test_attach_waiting_for_a_start_ends_when_removed(sd):
+    create(sd, "a-never", ["true"])
+    r = attach(sd, "a-never", "stream=1&stdout=1&stderr=1")
+    assert r.status == 101
+    assert sd.request("DELETE", "/containers/a-never")[0] == 204
+    assert r.read_until_close(10) == b""

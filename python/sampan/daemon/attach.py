@@ -250,7 +250,13 @@ async def attach(req: Any, eng: Any) -> Hijack:
                 async for chunk in cmod._follow_log(c, rec, 0, False, want, False, tty):
                     await s.write(chunk)
             if fut is not None:
-                msock = await fut
+                # until the start, or the container's removal (nothing will start then)
+                gone = asyncio.ensure_future(c.removed_event(rec.id).wait())
+                try:
+                    await asyncio.wait({fut, gone}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    gone.cancel()
+                msock = fut.result() if fut.done() and not fut.cancelled() else None
             if msock is not None:
                 why = await relay(s, msock, tty=tty, stdout=want_out, stderr=want_err,
                                   stdin=stdin, close_stdin=close_stdin, detach_keys=keys)
