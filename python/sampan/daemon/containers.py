@@ -164,9 +164,14 @@ class Containers:
                 pass
             import shutil
             shutil.rmtree(d, ignore_errors=True)
+        from sampan.daemon import recovery
+
+        strays = recovery.stray_monitors(self.store.root)
         for rec in self.store.all():
             if rec.state.get("Status") == "removing":
                 asyncio.ensure_future(self.remove(rec, force=True))
+            elif not rec.running and strays.get(rec.id):
+                recovery.recover(self, rec, strays[rec.id])  # a start the crash cut short
             elif rec.running:
                 if self.store.monitor_alive(rec):
                     log.info("container %s: reattached to its monitor", rec.id[:12])
