@@ -61,12 +61,16 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def _atomic_write(path: Path, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
+    """Temp file + rename (+ fsync when the file must survive a power cut, not just the
+    daemon's death: files rewritten at every container start, and records under the exec root,
+    which a reboot empties along with the containers they describe, skip it)."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -177,7 +181,7 @@ class NetworkController:
         _atomic_write(self.net_dir / f"{net['Id']}.json", json.dumps(doc, indent=1).encode())
 
     def _save_ep(self, ep: dict[str, Any]) -> None:
-        _atomic_write(self.ep_dir / f"{ep['cid']}.json", json.dumps(ep).encode())
+        _atomic_write(self.ep_dir / f"{ep['cid']}.json", json.dumps(ep).encode(), sync=False)
 
     def _load(self) -> None:
         for p in self.net_dir.glob("*.json"):
@@ -661,11 +665,10 @@ class NetworkController:
             self._setup_netns(ep)
             fw = self.fw
             if ports and fw is not None:
-                rules = fw.port_rules(ep["ifaces"][0]["bridge"], ports)
-                ep["rules"] = rules
-                self._save_ep(ep)
-                fw.add(rules)
-            self._save_ep(ep)
+                ep["rules"] = fw.port_rules(ep["ifaces"][0]["bridge"], ports)
+            self._save_ep(ep)  # ports to hold again and rules to remove, before adding them
+            if ep["rules"]:
+                fw.add(ep["rules"])
             self._write_hosts(rec, ep["ifaces"], links)
             self._write_resolv(rec, ep["ifaces"], host, user=ep["user"])
             self._patch_config(rec, ep["netns"], links.get("env", []))
@@ -793,7 +796,7 @@ class NetworkController:
         if env:
             have = {e.split("=", 1)[0] for e in spec["process"]["env"]}
             spec["process"]["env"] += [e for e in env if e.split("=", 1)[0] not in have]
-        _atomic_write(p, json.dumps(spec).encode(), 0o600)
+        _atomic_write(p, json.dumps(spec).encode(), 0o600, sync=False)  # redone every start
 
     def _fill_settings(self, rec: Any, ep: dict[str, Any]) -> None:
         ns = rec.doc["NetworkSettings"]
@@ -840,7 +843,7 @@ class NetworkController:
         names = f"{hn}.{dn} {hn}" if dn else hn
         if ifaces:
             lines.append(f"{ifaces[0]['ip']}\t{names}\n")
-        _atomic_write(rec.dir / "hosts", "".join(lines).encode(), 0o644)
+        _atomic_write(rec.dir / "hosts", "".join(lines).encode(), 0o644, sync=False)
 
     def _write_resolv(self, rec: Any, ifaces: list[dict[str, Any]], host: dict[str, Any],
                       user: bool = False) -> None:
@@ -869,7 +872,7 @@ class NetworkController:
                 text += "search " + " ".join(search) + "\n"
             if opts:
                 text += "options " + " ".join(opts) + "\n"
-        _atomic_write(rec.dir / "resolv.conf", text.encode(), 0o644)
+        _atomic_write(rec.dir / "resolv.conf", text.encode(), 0o644, sync=False)
 
     # ------------------------------------------------------------------ containers: stop
 
@@ -907,14 +910,23 @@ class NetworkController:
             netns.remove(path)
         except OSError as e:
             log.warning("container %s: %s", ep["cid"][:12], e)
-        # The namespace's end destroys the veth pairs; a pair whose namespace lives on
-        # (something else holds it) is deleted here.
-        for i in ep["ifaces"]:
+        # The namespace's end destroys its veth pairs (asynchronously, in the kernel: deleting
+        # them here would cost ~30 ms of RCU grace periods on every stop). A pair whose
+        # namespace lives on because something else holds it is deleted a little later.
+        names = [i["veth"] for i in ep["ifaces"]]
+        if names:
+            t = threading.Timer(3.0, self._reap_veths, (names,))
+            t.daemon = True
+            t.start()
+
+    def _reap_veths(self, names: list[str]) -> None:
+        for n in names:
             try:
-                if self.nl.link_index(i["veth"]):
-                    self.nl.del_link(i["veth"])
-            except OSError:
-                pass
+                if self.nl.link_index(n):
+                    log.info("network: deleting %s, whose namespace is still held", n)
+                    self.nl.del_link(n)
+            except OSError as e:
+                log.debug("%s: %s", n, e)
 
     # ------------------------------------------------------------------ restart
 

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Networking benchmarks (issue 5), side by side in one run:
+
+1. **Bridge overhead**: the time `run --rm busybox true` takes on the default bridge minus the
+   time with `--network none`, for sampan, podman and docker (each when available), in ONE
+   loop whose order rotates every iteration. Sampan is measured two ways: through the CLI
+   (`sampan run --rm`, like the others) and through the Engine API from this process
+   (create, start, wait, delete: the daemon's own cost without the CLI's Python start-up).
+2. **Throughput** container → host over the bridge against the host's loopback: a busybox
+   container pipes `dd if=/dev/zero` into `nc` to a receiver in this process, once from the
+   default bridge to the bridge's gateway address and once from `--network host` to
+   127.0.0.1 (same binary, same container, only the path differs).
+
+A sampand of its own runs on a temporary root with its own bridge (`--bridge`, `--bip` from a
+free 10.x/24); podman gets busybox loaded from the same archive. Nothing is asserted: it prints
+medians, p90 and the ratios. Run as root: `python3 benches/network_compare.py [-n N]
+[--mb MB] [--json FILE]`."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests" / "daemon"))
+sys.path.insert(0, str(REPO / "python"))  # this tree, not an installed copy
+
+from daemonlib import Daemon, mkdir  # noqa: E402
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    out = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"],
+                         capture_output=True, text=True).stdout
+    taken = []
+    for line in out.splitlines():
+        f = line.split()
+        dst = f[1] if f[0] in ("local", "broadcast") else f[0]
+        try:
+            taken.append(ipaddress.IPv4Network(dst, strict=False))
+        except ValueError:
+            pass
+    while True:
+        n = ipaddress.IPv4Network(f"10.{secrets.randbelow(200) + 40}.{secrets.randbelow(256)}"
+                                  ".0/24")
+        if not any(n.overlaps(t) for t in taken):
+            return n
+
+
+# This host: crun refuses the hybrid cgroup layout and the default rlimits exceed what the
+# sandbox allows, so podman runs with runc and explicit limits (the same for both networks).
+PODMAN = ["podman", "--runtime", "runc", "run", "--rm", "--pull=never", "--ulimit",
+          "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.decode()[-500:]}")
+    return dt
+
+
+def api_run(d: Daemon, network: str) -> float:
+    body = json.dumps({"Image": "busybox", "Cmd": ["true"],
+                       "HostConfig": {"NetworkMode": network}}).encode()
+    t = time.perf_counter()
+    st, _h, out = d.request("POST", "/containers/create", body,
+                            {"Content-Type": "application/json"})
+    cid = json.loads(out)["Id"]
+    st, _h, out = d.request("POST", f"/containers/{cid}/start")
+    if st != 204:
+        raise RuntimeError(out)
+    d.request("POST", f"/containers/{cid}/wait")
+    d.request("DELETE", f"/containers/{cid}")
+    return time.perf_counter() - t
+
+
+def overhead(args: argparse.Namespace, d: Daemon, env: dict) -> dict:
+    sampan_cli = [sys.executable, "-c", "import sys; from sampan.cli import main; "
+                  "sys.argv[0] = 'sampan'; main()"]
+    cases: dict[str, callable] = {}
+    for net in ("none", "bridge"):
+        cases[f"sampan-api/{net}"] = (lambda n=net: api_run(d, n))
+        cases[f"sampan-cli/{net}"] = (lambda n=net: timed(
+            sampan_cli + ["run", "--rm", "--network", n, "busybox", "true"], env))
+    have_podman = False
+    if shutil.which("podman") and not args.no_podman:
+        from sampan.demoimage import docker_archive
+
+        with tempfile.NamedTemporaryFile(suffix=".tar") as f:
+            f.write(docker_archive("busybox:latest"))
+            f.flush()
+            r = subprocess.run(["podman", "load", "-i", f.name], capture_output=True, text=True)
+        if r.returncode == 0:
+            have_podman = True
+            for net in ("none", "bridge"):
+                cases[f"podman/{net}"] = (lambda n=net: timed(
+                    PODMAN + ["--network", n, "localhost/busybox", "true"]))
+        else:
+            print(f"podman: unavailable ({r.stderr.strip()[-200:]})")
+    docker_ok = subprocess.run(["docker", "info"], capture_output=True).returncode == 0 \
+        if shutil.which("docker") else False
+    if docker_ok:
+        for net in ("none", "bridge"):
+            cases[f"docker/{net}"] = (lambda n=net: timed(
+                ["docker", "run", "--rm", "--network", n, "busybox", "true"]))
+    else:
+        print("docker: unavailable (no dockerd running on this machine)")
+    names = list(cases)
+    for name in names:  # warm up
+        cases[name]()
+        cases[name]()
+    res: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(args.n):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
+            res[name].append(cases[name]())
+    print(f"\n== run --rm busybox true: default bridge vs --network none (N={args.n}) ==")
+    print(f"{'case':22} {'median ms':>10} {'p90 ms':>8} {'min ms':>8}")
+    for name in names:
+        xs = res[name]
+        print(f"{name:22} {statistics.median(xs) * 1e3:10.1f} {pct(xs, 0.9) * 1e3:8.1f} "
+              f"{min(xs) * 1e3:8.1f}")
+    print("\nadded by the bridge (median(bridge) - median(none)):")
+    summary = {}
+    for eng in ("sampan-api", "sampan-cli", "podman", "docker"):
+        if f"{eng}/bridge" in res:
+            add = statistics.median(res[f"{eng}/bridge"]) - statistics.median(res[f"{eng}/none"])
+            # paired differences are less noisy than the difference of medians
+            paired = statistics.median(b - n for b, n in zip(res[f"{eng}/bridge"],
+                                                              res[f"{eng}/none"]))
+            summary[eng] = {"added_ms": add * 1e3, "paired_median_ms": paired * 1e3}
+            print(f"  {eng:12} {add * 1e3:7.1f} ms   (median of paired differences "
+                  f"{paired * 1e3:.1f} ms)")
+    if have_podman and "sampan-cli" in summary and summary["podman"]["added_ms"] > 0:
+        print(f"  podman/sampan-cli ratio of added time: "
+              f"{summary['podman']['added_ms'] / max(summary['sampan-cli']['added_ms'], 0.1):.1f}x")
+    return {"raw": res, "summary": summary}
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.results: list[tuple[int, float]] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        buf = bytearray(4 << 20)
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            n = 0
+            t0 = None
+            while True:
+                k = c.recv_into(buf)
+                if t0 is None:
+                    t0 = time.perf_counter()
+                if not k:
+                    break
+                n += k
+            self.results.append((n, time.perf_counter() - (t0 or time.perf_counter())))
+            c.close()
+
+
+def throughput(args: argparse.Namespace, d: Daemon, env: dict, gw: str) -> dict:
+    rx = Receiver()
+    sampan_cli = [sys.executable, "-c", "import sys; from sampan.cli import main; "
+                  "sys.argv[0] = 'sampan'; main()"]
+    out: dict[str, list[float]] = {"bridge": [], "loopback": []}
+    for i in range(args.rounds):
+        for kind in (("bridge", "loopback") if i % 2 == 0 else ("loopback", "bridge")):
+            net, dst = ("bridge", gw) if kind == "bridge" else ("host", "127.0.0.1")
+            before = len(rx.results)
+            timed(sampan_cli + ["run", "--rm", "--network", net, "busybox", "sh", "-c",
+                                f"dd if=/dev/zero bs=1048576 count={args.mb} 2>/dev/null | "
+                                f"nc {dst} {rx.port}"], env)
+            for _ in range(100):
+                if len(rx.results) > before:
+                    break
+                time.sleep(0.05)
+            n, dt = rx.results[-1]
+            if n != args.mb << 20:
+                raise RuntimeError(f"{kind}: received {n} bytes of {args.mb << 20}")
+            out[kind].append(n / dt / 1e6)
+    br, lo = statistics.median(out["bridge"]), statistics.median(out["loopback"])
+    print(f"\n== throughput container -> host, {args.mb} MiB x {args.rounds} ==")
+    print(f"  bridge (container -> gateway {gw}): {br:8.0f} MB/s (median)")
+    print(f"  loopback (--network host -> 127.0.0.1): {lo:8.0f} MB/s (median)")
+    print(f"  ratio bridge/loopback: {br / lo:.2f}   (goal >= 0.8)")
+    return {"raw": out, "ratio": br / lo}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20, help="iterations per case (default 20)")
+    ap.add_argument("--mb", type=int, default=512, help="MiB per throughput round")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds per path")
+    ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--json", help="write raw timings here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="sampan-netbench-"))
+    d = Daemon(mkdir(root), fake=False)
+    bridge = "snb" + secrets.token_hex(3)
+    net = free_subnet()
+    gw = str(next(net.hosts()))
+    d.start("--bridge", bridge, "--bip", f"{gw}/24")
+    results = {}
+    try:
+        from sampan.demoimage import docker_archive
+
+        st, _h, body = d.request("POST", "/images/load?quiet=1",
+                                 docker_archive("busybox:latest"),
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200, body
+        env = dict(os.environ, SAMPAN_HOST=d.host,
+                   PYTHONPATH=os.pathsep.join([str(REPO / "python"),
+                                               os.environ.get("PYTHONPATH", "")]))
+        print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
+        results["overhead"] = overhead(args, d, env)
+        if not args.skip_throughput:
+            results["throughput"] = throughput(args, d, env, gw)
+    finally:
+        d.stop()
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        subprocess.run(["bash", "-c", "for t in filter nat; do iptables -w -t $t -S | "
+                        f"grep -- '{bridge}' | sed 's/^-A/-D/' | "
+                        "while read r; do eval iptables -w -t $t $r; done; done"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
