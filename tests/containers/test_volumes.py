@@ -254,6 +254,11 @@ def test_copy_up_from_the_image(sd, volimage):
     expect = "1000:2000 750\n1000:2000 640\n1000:2000 700\n1000:2000 640\nseed\ndeep\n"
     r = run(sd, volimage, "sh", "-c", script)  # the image's anonymous volume
     assert (r.returncode, r.stdout) == (0, expect), r.stderr
+    st, c = create_container(sd, {"Image": volimage, "Volumes": {"/more": {}}})
+    info = sd.json("GET", f"/containers/{c['Id']}/json")[1]
+    assert info["Config"]["Volumes"] == {"/data": {}, "/more": {}}
+    assert sorted(m["Destination"] for m in info["Mounts"]) == ["/data", "/more"]
+    assert sd.request("DELETE", f"/containers/{c['Id']}?v=1")[0] == 204
     r = run(sd, "-v", "seeded:/data", volimage, "sh", "-c", script)
     assert r.stdout == expect, r.stderr
     src = sd.data / "volumes/seeded/_data"

@@ -175,7 +175,7 @@ def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> i
 
 
 def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> int | None:
-    from sampan.containers.fsview import Entry, View, tar_entry
+    from sampan.containers.fsview import Entry, View, coalesce, tar_entry
 
     c = client()
     c.timeout = None
@@ -223,7 +223,7 @@ def _copy_to(src: str, ctr: str, path: str, archive: bool, follow: bool) -> int 
         with View.for_path(parent or "/") as view:
             e = Entry(os.dup(view.root_fd), leaf, leaf, ())
             try:
-                for chunk in tar_entry(view, e, name):
+                for chunk in coalesce(tar_entry(view, e, name)):
                     sent[0] += len(chunk)
                     yield chunk
             finally:

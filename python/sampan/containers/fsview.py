@@ -530,6 +530,26 @@ def _apply(view: View, tar: Any, m: Any, e: Entry, vpath: str, base: str, no_ove
     os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
 
 
+def coalesce(chunks: Iterator[bytes], size: int = 1 << 18) -> Iterator[bytes]:
+    """Small pieces (tar headers, small files) joined into chunks of about `size`: each chunk
+    costs a thread hand-off and an HTTP chunk."""
+    buf: list[bytes] = []
+    n = 0
+    try:
+        for c in chunks:
+            buf.append(c)
+            n += len(c)
+            if n >= size:
+                yield b"".join(buf)
+                buf, n = [], 0
+        if buf:
+            yield b"".join(buf)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def tar_tree(root: str) -> Iterator[bytes]:
     """A whole root file system (export): its entries with relative names, no mounts."""
     with View.for_path(root) as view:

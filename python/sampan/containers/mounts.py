@@ -365,6 +365,14 @@ def release(cid: str, vols: Any, remove_anonymous: bool = False) -> list[str]:
     return gone
 
 
+def config_volumes(config: dict[str, Any], image_config: dict[str, Any]
+                   ) -> dict[str, Any] | None:
+    """Config.Volumes as docker shows it: the image's VOLUMEs and the request's."""
+    merged = dict(image_config.get("Volumes") or {})
+    merged.update(config.get("Volumes") or {})
+    return merged or None
+
+
 def on_start(cid: str, shown: list[dict[str, Any]] | None, vols: Any) -> None:
     """Before a container starts: its volumes mounted (those with a type — after a reboot
     too) and counted as in use by a running container."""

@@ -188,6 +188,7 @@ class ContainerStore:
         if not specmod.command(config, image_config):
             raise InvalidArgument("no command specified")
         mps = mountsmod.parse(config, host, image_config)
+        config["Volumes"] = mountsmod.config_volumes(config, image_config)
         cid = secrets.token_hex(32)
         with self.lock:
             if name:

@@ -119,8 +119,10 @@ def _tar(eng: Engine, rec: Any, path: str) -> tuple[dict[str, Any], Any]:
 async def archive_get(req: Request, eng: Engine) -> StreamResponse:
     rec = _rec(req, eng)
     path = _path(req)
+    from sampan.containers.fsview import coalesce
+
     st, gen = await blocking(_tar, eng, rec, path)
-    return StreamResponse(iterate_in_thread(gen), 200, "application/x-tar",
+    return StreamResponse(iterate_in_thread(coalesce(gen)), 200, "application/x-tar",
                           headers=[_stat_header(st)])
 
 
@@ -186,11 +188,11 @@ async def archive_put(req: Request, eng: Engine) -> Response:
 
 
 async def export(req: Request, eng: Engine) -> StreamResponse:
-    from sampan.containers.fsview import tar_tree
+    from sampan.containers.fsview import coalesce, tar_tree
 
     rec = _rec(req, eng)
     root = await blocking(_rootfs, eng, rec)
-    return StreamResponse(iterate_in_thread(tar_tree(root)), 200, "application/x-tar")
+    return StreamResponse(iterate_in_thread(coalesce(tar_tree(root))), 200, "application/x-tar")
 
 
 def _changes(eng: Engine, rec: Any) -> list[dict[str, Any]]:
