@@ -20,7 +20,6 @@ from sampan.daemon.images import parse_filters
 from sampan.daemon.router import Router
 from sampan.daemon.server import (
     Hijack,
-    HijackedStream,
     HTTPError,
     Request,
     Response,
@@ -273,9 +272,14 @@ async def start(req: Request, eng: Engine) -> Response:
     if rec.running:
         return empty(304)
     c.event(rec.id)
+    from sampan.daemon.attach import start_hook
+
+    hook = start_hook(c, rec)
     try:
-        mon = await blocking(c.store.start, rec)
+        mon = await blocking(c.store.start, rec, hook)
     except Exception:
+        if hook is not None:
+            hook.finish()
         c._exited(rec.id) if False else None
         ev = c.exited.pop(rec.id, None)
         if ev is not None:
@@ -451,54 +455,15 @@ async def logs(req: Request, eng: Engine) -> StreamResponse:
 
 
 async def attach(req: Request, eng: Engine) -> Hijack:
-    """Output only (no stdin yet): the container's stdout/stderr from now on, multiplexed
-    without a tty, until it exits; with logs=1 what it already wrote comes first."""
-    c = get(eng)
-    rec = _rec(req, eng)
-    want = {s for s in ("stdout", "stderr") if req.qbool(s)}
-    tty = bool(rec.doc["Config"].get("Tty"))
-    path = rec.dir / f"{rec.id}-json.log"
-    if req.qbool("logs"):
-        offset = 0
-    else:
-        try:
-            offset = path.stat().st_size
-        except FileNotFoundError:
-            offset = 0
-    stream_mode = req.qbool("stream")
+    from sampan.daemon import attach as attachmod
 
-    async def run(s: HijackedStream) -> None:
-        c.attached[rec.id] = c.attached.get(rec.id, 0) + 1
-        try:
-            await stream(s)
-        finally:
-            c.attached[rec.id] -= 1
-            if not c.attached[rec.id]:
-                del c.attached[rec.id]
-
-    async def stream(s: HijackedStream) -> None:
-        # not started yet: wait for the start (docker run attaches first)
-        nonlocal offset
-        for _ in range(600):
-            if rec.running or rec.state["Status"] != "created" or not stream_mode:
-                break
-            await asyncio.sleep(0.05)
-        try:
-            async for chunk in _follow_log(c, rec, offset, stream_mode, want or
-                                           {"stdout", "stderr"}, False, tty):
-                await s.write(chunk)
-        except (ConnectionError, OSError):
-            return
-        s.close_write()
-
-    ctype = "application/vnd.docker.raw-stream" if tty else \
-        "application/vnd.docker.multiplexed-stream"
-    return Hijack(run, ctype)
+    return await attachmod.attach(req, eng)
 
 
 async def resize(req: Request, eng: Engine) -> Response:
-    _rec(req, eng)
-    return empty(200)
+    from sampan.daemon import attach as attachmod
+
+    return await attachmod.resize(req, eng)
 
 
 async def delete(req: Request, eng: Engine) -> Response:

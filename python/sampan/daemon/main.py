@@ -185,6 +185,9 @@ def _app(engine: Any) -> Any:
     system.register(router)
     images.register(router)
     containers.register(router)
+    from sampan.daemon import execs
+
+    execs.register(router)
     from sampan.daemon import events
 
     events.register(router)
