@@ -498,3 +498,35 @@ def test_volume_events(sd):
     assert [(e["Type"], e["Action"], e["Actor"]["ID"]) for e in evs] == [
         ("volume", "create", "evvol"), ("volume", "destroy", "evvol")]
     assert evs[0]["Actor"]["Attributes"] == {"driver": "local"}
+
+
+def test_mount_flag_options(sd, tmp_path):
+    """--mount as the sampan CLI sends it: readonly volumes, bind propagation, volume labels
+    and driver options for a volume made on first use."""
+    (tmp_path / "f").write_text("f\n")
+    r = sd.sampan("create", "--name", "mflags",
+                  "--mount", f"type=bind,src={tmp_path},dst=/b,bind-propagation=rslave",
+                  "--mount", "type=volume,source=mvol,target=/v,readonly,volume-label=x=y",
+                  "--mount", "type=volume,source=mtmp,target=/t,volume-opt=type=tmpfs,"
+                             "volume-opt=device=tmpfs,volume-opt=o=size=1m",
+                  "busybox", "sh", "-c", "cat /b/f; touch /v/no; grep ' /t ' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    info = sd.json("GET", "/containers/mflags/json")[1]
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/b"]["Propagation"] == "rslave" and mounts["/b"]["RW"] is True
+    assert mounts["/v"]["RW"] is False and mounts["/v"]["Name"] == "mvol"
+    assert sd.json("GET", "/volumes/mvol")[1]["Labels"] == {"x": "y"}
+    assert sd.json("GET", "/volumes/mtmp")[1]["Options"] == {
+        "type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+    r = sd.sampan("start", "-a", "mflags")
+    assert "f\n" in r.stdout and "Read-only file system" in r.stderr
+    assert "/t tmpfs rw,relatime,size=1024k" in r.stdout  # the volume's own tmpfs
+    assert sd.sampan("rm", "-v", "mflags").returncode == 0
+    assert {"mvol", "mtmp"} <= volume_names(sd)  # named: kept by rm -v
+    for v in ("mvol", "mtmp"):
+        assert sd.request("DELETE", f"/volumes/{v}")[0] == 204
+    r = sd.sampan("run", "--rm", "--mount", "type=bind,target=/x", "busybox", "true")
+    assert r.returncode == 125 and "field Source must not be empty" in r.stderr
+    r = sd.sampan("run", "--rm", "--mount", "type=volume,src=v,dst=/x,bogus=1", "busybox",
+                  "true")
+    assert r.returncode != 0 and "unexpected key 'bogus'" in r.stderr
