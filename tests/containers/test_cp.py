@@ -385,3 +385,33 @@ def test_docker_py_archive(sd, box):
         assert {"Path": "/dir/file", "Kind": 1} in c.diff()
     finally:
         cl.close()
+
+
+def test_vfs_driver(croot, busybox_archive):
+    """The same operations over the vfs storage driver (a full copy per container: changes
+    come from comparing it with the image)."""
+    from daemonlib import Daemon, mkdir
+
+    d = Daemon(mkdir(croot / "cp-vfs"), fake=False)
+    d.start("--storage-driver", "vfs")
+    try:
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200, body
+        assert d.json("GET", "/info")[1]["Driver"] == "vfs"
+        r = d.sampan("run", "--name", "v1", "busybox", "sh", "-c",
+                     "echo n > /tmp/n; rm /etc/group; echo m >> /etc/passwd; mkdir -p /a/b")
+        assert r.returncode == 0, r.stderr
+        st, ch = d.json("GET", "/containers/v1/changes")
+        assert ch == [{"Path": "/a", "Kind": 1}, {"Path": "/a/b", "Kind": 1},
+                      {"Path": "/etc", "Kind": 0}, {"Path": "/etc/group", "Kind": 2},
+                      {"Path": "/etc/passwd", "Kind": 0}, {"Path": "/tmp", "Kind": 0},
+                      {"Path": "/tmp/n", "Kind": 1}], ch
+        assert put_archive(d, "v1", "/tmp", make_tar([("put", "f", b"p")]))[0] == 200
+        st, _h, body = get_archive(d, "v1", "/tmp/put")
+        assert untar(body) == {"put": ("f", b"p")}
+        st, _h, body = d.request("GET", "/containers/v1/export")
+        assert untar(body)["tmp/n"] == ("f", b"n\n")
+        assert d.request("DELETE", "/containers/v1")[0] == 204
+    finally:
+        d.stop()

@@ -613,34 +613,47 @@ def changes_overlay(upper: str, lowers: list[str]) -> list[dict[str, Any]]:
 
 
 def changes_copy(rootfs: str, base: str | None) -> list[dict[str, Any]]:
-    """vfs: compare the container's full copy with its image's top layer."""
-    out: list[dict[str, Any]] = []
+    """vfs: compare the container's full copy with its image's top layer, docker's way: an
+    entry differs by type, mode, owner, or (not for directories) size and mtime; a directory
+    that holds changes is reported modified before them (never the root)."""
 
     def same(a: os.stat_result, b: os.stat_result) -> bool:
-        return (a.st_mode, a.st_uid, a.st_gid, a.st_size, a.st_mtime_ns) == \
-            (b.st_mode, b.st_uid, b.st_gid, b.st_size, b.st_mtime_ns) or \
-            (stat.S_ISDIR(a.st_mode) and stat.S_ISDIR(b.st_mode))
+        if (a.st_mode, a.st_uid, a.st_gid, a.st_rdev) != (b.st_mode, b.st_uid, b.st_gid,
+                                                          b.st_rdev):
+            return False
+        return stat.S_ISDIR(a.st_mode) or (a.st_size, a.st_mtime_ns) == (b.st_size,
+                                                                         b.st_mtime_ns)
 
-    def walk(rel: str) -> None:
-        cur = os.path.join(rootfs, rel) if rel else rootfs
-        old = os.path.join(base, rel) if (base and rel) else base
-        names = set(os.listdir(cur))
-        old_names = set(os.listdir(old)) if old and os.path.isdir(old) and \
-            not os.path.islink(old) else set()
+    def listdir(p: str | None) -> set[str]:
+        if p is None or not os.path.isdir(p) or os.path.islink(p):
+            return set()
+        return set(os.listdir(p))
+
+    def walk(rel: str, out: list[dict[str, Any]]) -> None:
+        cur = os.path.join(rootfs, rel)
+        old = os.path.join(base, rel) if base else None
+        names, old_names = listdir(cur), listdir(old)
         for name in sorted(names | old_names):
-            crel = f"{rel}/{name}" if rel else name
-            p = os.path.join(rootfs, crel)
-            o = os.path.join(base, crel) if base else None
+            crel = os.path.join(rel, name)
+            path = "/" + crel
             if name not in names:
-                out.append({"Path": "/" + crel, "Kind": 2})
+                out.append({"Path": path, "Kind": 2})
                 continue
-            st = os.lstat(p)
-            if name not in old_names:
-                out.append({"Path": "/" + crel, "Kind": 1})
-            elif not same(st, os.lstat(o)):
-                out.append({"Path": "/" + crel, "Kind": 0})
-            if stat.S_ISDIR(st.st_mode):
-                walk(crel)
+            st = os.lstat(os.path.join(rootfs, crel))
+            added = name not in old_names
+            if added:
+                out.append({"Path": path, "Kind": 1})
+            else:
+                ost = os.lstat(os.path.join(base or "", crel))
+                if not same(st, ost):
+                    out.append({"Path": path, "Kind": 0})
+            if stat.S_ISDIR(st.st_mode) and not os.path.islink(os.path.join(rootfs, crel)):
+                at = len(out)
+                walk(crel, out)
+                if len(out) > at and not added and not (out[at - 1:at] and
+                                                        out[at - 1]["Path"] == path):
+                    out.insert(at, {"Path": path, "Kind": 0})
 
-    walk("")
-    return out
+    result: list[dict[str, Any]] = []
+    walk("", result)
+    return result
