@@ -530,3 +530,32 @@ def test_mount_flag_options(sd, tmp_path):
     r = sd.sampan("run", "--rm", "--mount", "type=volume,src=v,dst=/x,bogus=1", "busybox",
                   "true")
     assert r.returncode != 0 and "unexpected key 'bogus'" in r.stderr
+
+
+def test_volumes_from(sd, tmp_path):
+    r = sd.sampan("create", "--name", "vfsrc", "-v", "vfvol:/data", "-v", f"{tmp_path}:/b:ro",
+                  "-v", "/anon", "busybox", "true")
+    assert r.returncode == 0, r.stderr
+    r = run(sd, "--volumes-from", "vfsrc", "busybox", "sh", "-c",
+            "echo hi > /data/f && ls -d /anon && touch /b/x")
+    assert r.returncode == 1 and "Read-only file system" in r.stderr  # the bind stays ro
+    assert (sd.data / "volumes/vfvol/_data/f").read_text() == "hi\n"
+    r = run(sd, "--volumes-from", "vfsrc:ro", "busybox", "sh", "-c", "touch /data/g")
+    assert r.returncode == 1 and "Read-only file system" in r.stderr
+    st, c = create_container(sd, {"Cmd": ["true"], "HostConfig": {
+        "VolumesFrom": ["vfsrc"], "Binds": ["other:/data"]}})
+    info = sd.json("GET", f"/containers/{c['Id']}/json")[1]
+    by_dst = {m["Destination"]: m for m in info["Mounts"]}
+    assert by_dst["/data"]["Name"] == "other"  # an explicit bind wins
+    assert by_dst["/b"]["Source"] == str(tmp_path) and by_dst["/b"]["RW"] is False
+    assert sd.request("DELETE", f"/containers/{c['Id']}")[0] == 204
+    st, err = create_container(sd, {"Cmd": ["true"], "HostConfig": {"VolumesFrom": ["nope"]}})
+    assert st == 404 and "No such container: nope" in err["message"]
+    st, err = create_container(sd, {"Cmd": ["true"], "HostConfig": {"VolumesFrom": ["vfsrc:x"]}})
+    assert st == 400
+    st, err = create_container(sd, {"Cmd": ["true"], "HostConfig": {"VolumeDriver": "convoy",
+                                                                     "Binds": ["x1:/x"]}})
+    assert st == 404 and 'plugin "convoy" not found' in err["message"]
+    assert sd.sampan("rm", "-v", "vfsrc").returncode == 0
+    for v in ("vfvol", "other"):
+        assert sd.request("DELETE", f"/volumes/{v}")[0] == 204

@@ -74,6 +74,8 @@ def _create_options(fn: Any) -> Any:
         click.option("--mount", "mounts", multiple=True,
                      help="attach a filesystem mount (type=volume|bind|tmpfs,source=,target=)"),
         click.option("--tmpfs", multiple=True, help="mount a tmpfs directory (/dst[:opts])"),
+        click.option("--volumes-from", multiple=True,
+                     help="mount volumes from the specified container(s) (name[:ro|rw])"),
         click.option("--rm", "auto_remove", is_flag=True,
                      help="automatically remove the container when it exits"),
         click.option("--stop-signal", help="signal to stop the container"),
@@ -114,7 +116,7 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
     apply_network_options(body, o)
     from sampan.cli import mount_opts
 
-    mount_opts.apply(body, o["volume"], o["mounts"], o["tmpfs"])
+    mount_opts.apply(body, o["volume"], o["mounts"], o["tmpfs"], o["volumes_from"])
     from sampan.cli.exec_cmd import apply_interactive
 
     apply_interactive(body, o, bool(o.get("detach")))

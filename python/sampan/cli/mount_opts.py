@@ -105,7 +105,7 @@ def parse_mount(spec: str) -> dict[str, Any]:
 
 
 def apply(body: dict[str, Any], volumes: tuple[str, ...], mounts: tuple[str, ...],
-          tmpfs: tuple[str, ...]) -> None:
+          tmpfs: tuple[str, ...], volumes_from: tuple[str, ...] = ()) -> None:
     binds, anon = [], {}
     for v in volumes:
         if ":" not in v:
@@ -124,3 +124,5 @@ def apply(body: dict[str, Any], volumes: tuple[str, ...], mounts: tuple[str, ...
             dst, _, opts = spec.partition(":")
             t[dst] = opts
         host["Tmpfs"] = t
+    if volumes_from:
+        host["VolumesFrom"] = list(volumes_from)

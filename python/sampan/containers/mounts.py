@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sampan.errors import InvalidArgument
 
@@ -205,11 +205,19 @@ def _tmpfs_spec(dst: str, opts: Any) -> dict[str, Any]:
             "mode": "", "listed": False, "spec": dst}
 
 
-def parse(config: dict[str, Any], host: dict[str, Any],
-          image_config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every mount point of a create request, validated; no side effects."""
+def parse(config: dict[str, Any], host: dict[str, Any], image_config: dict[str, Any],
+          lookup: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every mount point of a create request, validated; no side effects. `lookup` gives the
+    inspect document of a container named in VolumesFrom."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    vd = host.get("VolumeDriver") or None
+    if vd is not None:
+        from sampan.volumes import check_driver
+
+        if not isinstance(vd, str):
+            raise InvalidArgument("VolumeDriver must be a string")
+        check_driver(vd)
 
     def add(mp: dict[str, Any]) -> None:
         if mp["destination"] in seen:
@@ -232,6 +240,15 @@ def parse(config: dict[str, Any], host: dict[str, Any],
         raise InvalidArgument("Tmpfs must be an object")
     for dst, opts in tmpfs.items():
         add(_tmpfs_spec(dst, opts))
+    # --volumes-from: the other container's volumes and binds, where nothing above mounts
+    vfrom = host.get("VolumesFrom") or []
+    if not isinstance(vfrom, list) or not all(isinstance(v, str) for v in vfrom):
+        raise InvalidArgument("VolumesFrom must be a list of strings")
+    for spec in vfrom:
+        for mp in _volumes_from(spec, lookup):
+            if mp["destination"] not in seen:
+                seen.add(mp["destination"])
+                out.append(mp)
     # anonymous volumes: Config.Volumes, then the image's; a mount above wins
     for src_name, vols in (("Volumes", config.get("Volumes")),
                            ("image", image_config.get("Volumes"))):
@@ -247,6 +264,30 @@ def parse(config: dict[str, Any], host: dict[str, Any],
             out.append({"type": "volume", "destination": d, "name": "", "rw": True,
                         "mode": "", "nocopy": False, "driver": "local", "labels": None,
                         "options": None, "spec": dst})
+    return out
+
+
+def _volumes_from(spec: str, lookup: Callable[[str], dict[str, Any]] | None
+                  ) -> list[dict[str, Any]]:
+    name, _, mode = spec.partition(":")
+    if mode not in ("", "ro", "rw") or not name:
+        raise InvalidArgument(f"invalid mode for volumes-from: {spec}")
+    if lookup is None:
+        raise InvalidArgument("VolumesFrom is not supported here")
+    doc = lookup(name)
+    out = []
+    for m in doc.get("Mounts") or []:
+        rw = m.get("RW", True) if not mode else mode == "rw"
+        shown_mode = mode or m.get("Mode", "")
+        dst = m["Destination"]
+        if m.get("Type") == "volume" and m.get("Name"):
+            out.append({"type": "volume", "destination": dst, "name": m["Name"], "rw": rw,
+                        "mode": shown_mode, "nocopy": True, "driver": "local",
+                        "labels": None, "options": None, "spec": spec})
+        elif m.get("Type") == "bind":
+            out.append({"type": "bind", "destination": dst, "source": m["Source"], "rw": rw,
+                        "mode": shown_mode, "create_source": False,
+                        "propagation": m.get("Propagation") or "rprivate", "spec": spec})
     return out
 
 

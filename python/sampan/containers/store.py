@@ -187,7 +187,7 @@ class ContainerStore:
         image_config = image.get("Config") or {}
         if not specmod.command(config, image_config):
             raise InvalidArgument("no command specified")
-        mps = mountsmod.parse(config, host, image_config)
+        mps = mountsmod.parse(config, host, image_config, lambda n: self.get(n).doc)
         config["Volumes"] = mountsmod.config_volumes(config, image_config)
         cid = secrets.token_hex(32)
         with self.lock:
