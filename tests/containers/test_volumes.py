@@ -559,3 +559,14 @@ def test_volumes_from(sd, tmp_path):
     assert sd.sampan("rm", "-v", "vfsrc").returncode == 0
     for v in ("vfvol", "other"):
         assert sd.request("DELETE", f"/volumes/{v}")[0] == 204
+
+
+def test_ps_volume_filter(sd):
+    st, c = create_container(sd, {"Cmd": ["true"], "HostConfig": {"Binds": ["psvol:/pv"]}})
+    assert st == 201
+    for value in ("psvol", "/pv"):
+        r = sd.sampan("ps", "-a", "-q", "--no-trunc", "--filter", f"volume={value}")
+        assert r.stdout.split() == [c["Id"]], r.stderr
+    assert sd.sampan("ps", "-a", "-q", "--filter", "volume=other").stdout == ""
+    assert sd.request("DELETE", f"/containers/{c['Id']}")[0] == 204
+    assert sd.request("DELETE", "/volumes/psvol")[0] == 204

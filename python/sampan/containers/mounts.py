@@ -432,3 +432,12 @@ def volumes_for(data_root: Path) -> Any:
     from sampan.volumes import open_store
 
     return open_store(data_root)
+
+
+def uses(doc: dict[str, Any], wanted: list[str]) -> bool:
+    """docker ps --filter volume=…: a mount's volume name, source or destination."""
+    for m in doc.get("Mounts") or []:
+        keys = {m.get("Name") or m.get("Source"), m.get("Destination")}
+        if keys & set(wanted):
+            return True
+    return False

@@ -457,7 +457,7 @@ class ContainerStore:
         return json.loads(json.dumps(doc))
 
     def list(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        allowed = {"id", "name", "status", "label", "exited", "ancestor", "health"}
+        allowed = {"id", "name", "status", "label", "exited", "ancestor", "health", "volume"}
         for h in filters.get("health", []):
             if h not in ("starting", "healthy", "unhealthy", "none"):
                 raise InvalidArgument(f"Unrecognised filter value for health: {h}")
@@ -497,6 +497,8 @@ class ContainerStore:
             if "ancestor" in filters and not any(
                     a in (rec.doc["Config"]["Image"], rec.doc["Image"])
                     or rec.doc["Image"].startswith("sha256:" + a) for a in filters["ancestor"]):
+                continue
+            if "volume" in filters and not mountsmod.uses(rec.doc, filters["volume"]):
                 continue
             out.append(self.summary(rec))
         return out
