@@ -455,8 +455,6 @@ async def update(req: Request, eng: Engine) -> Response:
             raise Conflict("Cannot update container: Memory limit should be smaller than "
                            "already set memoryswap limit, update the memoryswap at the same "
                            "time")
-        if old_swap > 0 and host.get("Memory") and old_swap == 2 * host["Memory"]:
-            merged["MemorySwap"] = 2 * given["Memory"]  # keep docker's default ratio
     if "NanoCpus" in given:
         merged.pop("CpuPeriod", None)
         merged.pop("CpuQuota", None)
