@@ -86,7 +86,9 @@ def _create_options(fn: Any) -> Any:
     from sampan.cli import run_opts
     from sampan.cli.exec_cmd import interactive_options
 
-    return run_opts.options(interactive_options(network_options(fn)))
+    from sampan.cli import log_opts
+
+    return log_opts.options(run_opts.options(interactive_options(network_options(fn))))
 
 
 def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +125,9 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
     from sampan.cli import run_opts
 
     run_opts.apply(body, o)
+    from sampan.cli import log_opts
+
+    log_opts.apply(body, o)
     return body
 
 

@@ -245,6 +245,9 @@ def make_spec(cid: str, rootfs: Path, cdir: Path, image_config: dict[str, Any],
         "mounts": mounts,
         "linux": linux,
     }
+    from sampan.containers import initproc
+
+    initproc.apply(spec, host)
     return spec
 
 

@@ -181,6 +181,9 @@ class ContainerStore:
             raise InvalidArgument("Labels must be an object")
         netmode = specmod.network_mode(host)
         specmod.capabilities(host.get("CapAdd"), host.get("CapDrop"), False)  # validate
+        from sampan.containers import initproc, logfiles
+
+        log_config = logfiles.validate(host.get("LogConfig"))
         graph = self._graph()
         image_id = graph.resolve(image_ref)
         image = graph.inspect(image_id)
@@ -229,7 +232,7 @@ class ContainerStore:
             oci["mounts"] = mountsmod.merge(oci["mounts"], user_mounts)
             warnings = resources.apply(oci, host, config, self, cdir)
             specmod.atomic_write(cdir / "config.json", json.dumps(oci).encode(), 0o600)
-            args = oci["process"]["args"]
+            args = initproc.user_args(oci)  # inspect shows the command, not docker-init
             host_doc = {k: v for k, v in host.items() if k in HOST_CONFIG}
             host_doc.setdefault("NetworkMode", "default")
             host_doc.setdefault("Binds", None)
@@ -242,7 +245,7 @@ class ContainerStore:
             host_doc.setdefault("CapDrop", None)
             host_doc.setdefault("SecurityOpt", None)
             host_doc.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
-            host_doc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+            host_doc["LogConfig"] = log_config
             shown_net = "none" if netmode in ("none", "bridge") else netmode
             doc = {
                 "Id": cid,
@@ -302,8 +305,11 @@ class ContainerStore:
     def monitor_options(self, rec: Record) -> dict[str, Any]:
         """The monitor's options, written to monitor.json (docs/monitor.md)."""
         cfg = rec.doc["Config"]
+        from sampan.containers.logfiles import monitor_options
+
         return {"tty": bool(cfg.get("Tty")), "stdin": bool(cfg.get("OpenStdin")),
-                "stdin_once": bool(cfg.get("StdinOnce"))}
+                "stdin_once": bool(cfg.get("StdinOnce")),
+                "log": monitor_options(rec.doc["HostConfig"].get("LogConfig"))}
 
     def start(self, rec: Record, on_created: Callable[[], None] | None = None) -> int:
         """Start the container's monitor; returns the monitor's pid (for the daemon to watch).

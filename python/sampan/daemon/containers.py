@@ -38,6 +38,9 @@ class Containers:
         self.eng = eng
         self.store = ContainerStore(eng.config.data_root, eng.config.exec_root,
                                     lambda: eng.graph)
+        from sampan.containers import initproc
+
+        initproc.daemon_default = bool((getattr(eng.config, "extra", None) or {}).get("init"))
         from sampan.daemon.networks import controller
 
         self.store.network = controller(eng)  # type: ignore[attr-defined]
@@ -380,14 +383,14 @@ async def _follow_log(c: Containers, rec: Any, offset: int, follow: bool,
     ev = c.event(rec.id) if (follow and rec.running) else None
     pending = b""
 
+    from sampan.containers.logfiles import LogReader
+
+    # Rotated files first (oldest first), then the live file, followed across rotations.
+    reader = LogReader(path, offset)
+
     def read_from(off: int) -> tuple[bytes, int]:
-        try:
-            with open(path, "rb") as f:
-                f.seek(off)
-                data = f.read()
-                return data, off + len(data)
-        except FileNotFoundError:
-            return b"", off
+        data = reader.read()
+        return data, off + len(data)
 
     first = True
     while True:
