@@ -242,6 +242,18 @@ class Relay:
             s.setblocking(False)
             c = Client(s)
             self.clients[c.fd] = c
+            # what it sent before it was accepted comes before what other clients send next:
+            # a resize on its own connection must take effect before the stdin that follows
+            while c.fd in self.clients:
+                try:
+                    pkt = s.recv(65536, socket.MSG_PEEK)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                if not pkt:
+                    break  # its end is handled by the poll loop
+                self.client_input(c)
 
     def drop(self, c: Client) -> None:
         self.clients.pop(c.fd, None)
