@@ -165,6 +165,9 @@ def test_put_rules(sd, box):
     assert st == 400 and b"extraction point is not a directory" in body
     st, _h, body = put_archive(sd, "cpbox", "/nowhere", data)
     assert st == 404
+    st, _h, body = put_archive(sd, "cpbox", "/no/where", data)
+    assert st == 404
+    assert json.loads(body)["message"] == "Could not find the file /no/where in container cpbox"
     # noOverwriteDirNonDir
     st, _h, body = put_archive(sd, "cpbox", "/", make_tar([("dir", "f", b"x")]),
                                "&noOverwriteDirNonDir=1")

@@ -318,10 +318,11 @@ def setup(cid: str, rootfs: Path, mps: list[dict[str, Any]], vols: Any
                               "Mode": mp["mode"], "RW": mp["rw"],
                               "Propagation": mp["propagation"]})
             elif mp["type"] == "volume":
-                vol, _new = vols.create(mp["name"] or None, mp["driver"], mp["labels"],
-                                        mp["options"], anonymous=not mp["name"])
-                name = vol["Name"]
-                vols.ref(name, cid)
+                with vols.lock:  # made and referenced at once: a prune never sees it unused
+                    vol, _new = vols.create(mp["name"] or None, mp["driver"], mp["labels"],
+                                            mp["options"], anonymous=not mp["name"])
+                    name = vol["Name"]
+                    vols.ref(name, cid)
                 data = vols.mount(name)
                 if not mp["nocopy"]:
                     copy_up(rootfs, dst, data)

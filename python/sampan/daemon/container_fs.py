@@ -151,7 +151,10 @@ def _extract(eng: Engine, rec: Any, path: str, spool: Any, no_over: bool, copy_i
         u = resolve_user(rec.doc["Config"]["User"], _rootfs(eng, rec))
         owner = (u["uid"], u["gid"])
     with open_view(eng, rec) as view:
-        e = view.resolve(path, follow_last=True)
+        try:
+            e = view.resolve(path, follow_last=True)
+        except NotFound:
+            raise _not_found(rec, path) from None
         try:
             st = e.lstat()
             if st is None:
