@@ -25,6 +25,14 @@ contender comes first (`--warmup`). Medians, min/max, MB/s (compressed bytes / m
 ratios are printed, and the goal of issue 3: Sampan's median ≤ 0.5 × docker's time (docker
 2.6 s, measured earlier on this VM: `--docker-seconds`).
 
+The CPU column is the median CPU time (user + system) of whatever did the pull: sampand's
+process for the API runs, the child processes for skopeo and podman — steadier than wall time
+on a loaded machine.
+
+``--baseline-tree DIR`` adds ``sampan baseline (API)``: a second sampand running another Python
+tree (e.g. ``git archive <commit> python | tar -x -C /tmp/old`` plus the current
+``_runtime.abi3.so``), timed in the same loop: before/after under the same load.
+
 Run as root: ``python3 benches/pull_compare.py [-n 3] [--install-podman] [--json out.json]``.
 """
 
@@ -225,6 +233,19 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t
 
 
+def cpu_seconds(c: Contender) -> float:
+    """CPU time used so far by what does the pull: sampand's process, or this process's
+    finished children (skopeo, podman and what they start)."""
+    d = getattr(c, "d", None)
+    if d is not None and not isinstance(c, SampanCLI):
+        f = Path(f"/proc/{d.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "-"
 
@@ -242,6 +263,10 @@ def main() -> int:
                     help="docker pull's time on this machine, the reference (2.6)")
     ap.add_argument("--tmpdir", default=None, help="where the registry and data roots go")
     ap.add_argument("--json", default=None, help="write the raw timings here")
+    ap.add_argument("--baseline-tree", default=None, metavar="DIR",
+                    help="also time a second sampand running the Python tree DIR (e.g. an "
+                    "older commit's python/ from `git archive`, with a _runtime .so): "
+                    "before/after in the same run")
     args = ap.parse_args()
     if os.geteuid() != 0:
         log("run as root")
@@ -256,7 +281,7 @@ def main() -> int:
         log("docker-registry is not installed (apt-get install docker-registry)")
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="sampan-pullbench-", dir=args.tmpdir))
-    reg = daemon = podman = None
+    reg = daemon = podman = baseline = None
     try:
         log(f"building a {args.size_mb:g} MB, {args.layers}-layer image ...")
         image = build_image(int(args.size_mb * MB), args.layers)
@@ -271,6 +296,16 @@ def main() -> int:
         daemon = Daemon(tmp / "sampand", fake=False)
         daemon.start("--insecure-registry", reg.host)
         contenders: list[Contender] = [SampanAPI(daemon, ref, image.id)]
+        if args.baseline_tree:
+            (tmp / "baseline").mkdir()
+            baseline = Daemon(tmp / "baseline", fake=False)
+            env = dict(baseline.env(), PYTHONPATH=os.pathsep.join(
+                [str(Path(args.baseline_tree).resolve()), str(REPO / "tests" / "daemon")]))
+            baseline.env = lambda: env
+            baseline.start("--insecure-registry", reg.host)
+            before = SampanAPI(baseline, ref, image.id)
+            before.name = "sampan baseline (API)"
+            contenders.append(before)
         if not args.no_cli:
             contenders.append(SampanCLI(daemon, ref, image.id))
         podman = Podman(ref, tmp)
@@ -285,12 +320,15 @@ def main() -> int:
                 c.prepare()
                 c.run()
         times: dict[str, list[float]] = {c.name: [] for c in active}
+        cpus: dict[str, list[float]] = {c.name: [] for c in active}
         for i in range(args.n):
             order = active[i % len(active):] + active[:i % len(active)]
             for c in order:
                 c.prepare()
+                c0 = cpu_seconds(c)
                 t = timed(c.run)
                 times[c.name].append(t)
+                cpus[c.name].append(cpu_seconds(c) - c0)
                 log(f"  run {i + 1}/{args.n} {c.name:26s} {t:7.3f} s")
         from sampan.client import Client
 
@@ -298,6 +336,8 @@ def main() -> int:
     finally:
         if daemon is not None:
             daemon.stop()
+        if baseline is not None:
+            baseline.stop()
         if podman is not None:
             podman.close()
         if reg is not None:
@@ -314,14 +354,15 @@ def main() -> int:
           f"Python {platform.python_version()}")
     print()
     print(f"{'contender':28s} {'median':>8s} {'min':>8s} {'max':>8s} {'MB/s':>7s} "
-          f"{'sampan/x':>9s}")
+          f"{'sampan/x':>9s} {'CPU s':>6s}")
     for c in contenders:
         if c.name not in times:
             print(f"{c.name:28s} {'not available: ' + c.why}")
             continue
         v = times[c.name]
         print(f"{c.name:28s} {med[c.name]:8.3f} {min(v):8.3f} {max(v):8.3f} "
-              f"{layer_bytes / MB / med[c.name]:7.1f} {fmt_ratio(sampan_t, med[c.name]):>9s}")
+              f"{layer_bytes / MB / med[c.name]:7.1f} {fmt_ratio(sampan_t, med[c.name]):>9s} "
+              f"{statistics.median(cpus[c.name]):6.2f}")
     print(f"{'docker pull (reference)':28s} {args.docker_seconds:8.3f} {'':8s} {'':8s} "
           f"{layer_bytes / MB / args.docker_seconds:7.1f} "
           f"{fmt_ratio(sampan_t, args.docker_seconds):>9s}")
@@ -332,7 +373,8 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "bytes": layer_bytes, "layers": len(image.layer_digests), "n": args.n,
-            "driver": driver, "times": times, "docker_reference": args.docker_seconds,
+            "driver": driver, "times": times, "cpu_seconds": cpus,
+            "docker_reference": args.docker_seconds,
             "unavailable": {c.name: c.why for c in contenders if not c.available}},
             indent=2))
     return 0
