@@ -418,3 +418,20 @@ def test_vfs_driver(croot, busybox_archive):
         assert d.request("DELETE", "/containers/v1")[0] == 204
     finally:
         d.stop()
+
+
+def test_mount_points_are_never_replaced(sd, box):
+    """An upload never removes a volume, a bind or a generated /etc file to put something else
+    in its place (docker fails there too), running or stopped."""
+    before = sorted(os.listdir(sd.data / "volumes/cpvol/_data"))
+    assert before
+    for state in ("running", "stopped"):
+        for members in ([("vol", "f", b"x")], [("bind", "l", "/")], [("etc/hosts", "d", None)]):
+            st, _h, body = put_archive(sd, "cpbox", "/", make_tar(members))
+            assert st == 400, (state, members, body)
+            assert b"cannot replace the mount point" in body
+        assert sorted(os.listdir(sd.data / "volumes/cpvol/_data")) == before
+        assert (box["bind"] / "b.txt").read_text() == "bound\n"
+        sd.request("POST", "/containers/cpbox/stop?t=0")
+    assert sd.request("POST", "/containers/cpbox/start")[0] == 204
+    assert in_container(sd, "cat", "/vol/v.txt") == "v\n"

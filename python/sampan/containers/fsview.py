@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tarfile
 import time
@@ -80,6 +81,8 @@ class View:
         self.mounts = dict(mounts or {})
         self.pseudo = pseudo       # skip the contents of /proc, /sys, … (a live root)
         self.pidfd = pidfd
+        # container paths where something is mounted: never replaced by an upload
+        self.mountpoints = {"/" + "/".join(k) for k in self.mounts}
 
     @classmethod
     def for_path(cls, root: str, mounts: dict[tuple[str, ...], str] | None = None) -> View:
@@ -108,7 +111,16 @@ class View:
             os.close(fd)
             os.close(pidfd)
             return None
-        return cls(fd, None, pseudo=True, pidfd=pidfd)
+        view = cls(fd, None, pseudo=True, pidfd=pidfd)
+        try:
+            with open(f"/proc/{pid}/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 4:
+                        view.mountpoints.add(_unescape(fields[4]))
+        except OSError:
+            pass
+        return view
 
     def close(self) -> None:
         for fd in (self.root_fd, self.pidfd):
@@ -212,6 +224,10 @@ class View:
         head, tail = os.path.split(src.rstrip("/"))
         return Entry(os.open(head or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), tail,
                      name, tuple(vparts))
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def split_keep_dotdot(path: str) -> list[str]:
@@ -474,6 +490,9 @@ def _apply(view: View, tar: Any, m: Any, e: Entry, vpath: str, base: str, no_ove
     uid, gid = owner if owner is not None else (m.uid, m.gid)
     if st is not None:
         is_dir = stat.S_ISDIR(st.st_mode)
+        if not (m.isdir() and is_dir) and e.vpath in view.mountpoints:
+            raise InvalidArgument(f"cannot replace the mount point {e.vpath} with "
+                                  f"\"{m.name}\"")
         if m.isdir() and is_dir:
             os.chown(e.real, uid, gid, dir_fd=e.dfd, follow_symlinks=False)
             os.chmod(e.real, m.mode & 0o7777, dir_fd=e.dfd, follow_symlinks=False)
