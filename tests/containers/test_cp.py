@@ -435,3 +435,24 @@ def test_mount_points_are_never_replaced(sd, box):
         sd.request("POST", "/containers/cpbox/stop?t=0")
     assert sd.request("POST", "/containers/cpbox/start")[0] == 204
     assert in_container(sd, "cat", "/vol/v.txt") == "v\n"
+
+
+def test_copy_uidgid_uses_the_containers_own_user_database(sd):
+    st, c = sd.json("POST", "/containers/create?name=usercp", {
+        "Image": "busybox", "User": "daemon", "Cmd": ["sleep", "1000"]})
+    assert st == 201
+    assert sd.request("POST", "/containers/usercp/start")[0] == 204
+    data = make_tar([("owned", "f", b"o")])
+    assert put_archive(sd, "usercp", "/tmp", data, "&copyUIDGID=1")[0] == 200
+    r = sd.sampan("exec", "-u", "0", "usercp", "stat", "-c", "%u:%g", "/tmp/owned")
+    assert r.stdout == "1:1\n", r.stderr
+    # its /etc/passwd becomes an absolute symlink: read inside the container, never the host's
+    r = sd.sampan("exec", "-u", "0", "usercp", "sh", "-c",
+                  "echo daemon:x:4242:4343::/:/bin/sh > /etc/passwd.real && "
+                  "rm /etc/passwd && ln -s /etc/passwd.real /etc/passwd")
+    assert r.returncode == 0, r.stderr
+    assert put_archive(sd, "usercp", "/tmp", make_tar([("owned2", "f", b"o")]),
+                       "&copyUIDGID=1")[0] == 200
+    r = sd.sampan("exec", "-u", "0", "usercp", "stat", "-c", "%u:%g", "/tmp/owned2")
+    assert r.stdout == "4242:4343\n", r.stderr
+    assert sd.request("DELETE", "/containers/usercp?force=1")[0] == 204

@@ -227,8 +227,11 @@ class ContainerStore:
             rootfs = graph.prepare(image_id, cid, cdir / "fs")
             specmod.write_etc_files(cdir, cid, hostname, netmode)
             oci = specmod.make_spec(cid, Path(rootfs), cdir, image_config, config, host)
-            user_mounts, shown_mounts = mountsmod.setup(cid, Path(rootfs), mps,
-                                                        mountsmod.volumes_for(self.root.parent))
+            from sampan.containers.volumejournal import Journaled
+
+            user_mounts, shown_mounts = mountsmod.setup(
+                cid, Path(rootfs), mps,
+                Journaled(mountsmod.volumes_for(self.root.parent), cdir))
             oci["mounts"] = mountsmod.merge(oci["mounts"], user_mounts)
             warnings = resources.apply(oci, host, config, self, cdir)
             specmod.atomic_write(cdir / "config.json", json.dumps(oci).encode(), 0o600)
@@ -411,11 +414,16 @@ class ContainerStore:
             if rec.id not in self.by_id:
                 return
             rec.state["Status"] = "removing"
+            # persisted: a crash from here on is finished by the next daemon start, -v too
+            rec.doc["SampanRemoving"] = {"Volumes": bool(volumes)}
+        rec.save()
         graph = self._graph()
         try:
             graph.release(rec.id, remove=True)
         except NotFound:
             pass
+        # while the record still names its volumes: once it is gone nothing would
+        mountsmod.release(rec.id, mountsmod.volumes_for(self.root.parent), volumes)
         try:
             (rec.dir / "config.v2.json").unlink()
         except OSError:
@@ -425,7 +433,6 @@ class ContainerStore:
             self.by_id.pop(rec.id, None)
             if self.names.get(rec.name) == rec.id:
                 del self.names[rec.name]
-        mountsmod.release(rec.id, mountsmod.volumes_for(self.root.parent), volumes)
 
     # ---------------------------------------------------------------- views
 

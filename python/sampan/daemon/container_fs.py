@@ -145,12 +145,9 @@ def _extract(eng: Engine, rec: Any, path: str, spool: Any, no_over: bool, copy_i
     spool.seek(0)
     check_members(spool)
     owner = None
-    if copy_ids and (rec.doc["Config"].get("User") or ""):
-        from sampan.containers.spec import resolve_user
-
-        u = resolve_user(rec.doc["Config"]["User"], _rootfs(eng, rec))
-        owner = (u["uid"], u["gid"])
     with open_view(eng, rec) as view:
+        if copy_ids and (rec.doc["Config"].get("User") or ""):
+            owner = _container_user(view, rec.doc["Config"]["User"])
         try:
             e = view.resolve(path, follow_last=True)
         except NotFound:
@@ -173,6 +170,46 @@ def _extract(eng: Engine, rec: Any, path: str, spool: Any, no_over: bool, copy_i
             raise Forbidden("container rootfs is marked read-only")
         spool.seek(0)
         extract(view, dest, spool, no_over, owner)
+
+
+def _container_user(view: Any, user: str) -> tuple[int, int]:
+    """The container user's uid/gid from the container's own /etc/passwd and /etc/group, read
+    through the view (a symlinked /etc/passwd never reads the host's)."""
+    from sampan.containers.spec import resolve_user
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.mkdir(os.path.join(tmp, "etc"))
+        for name in ("passwd", "group"):
+            data = _read_small(view, "/etc/" + name)
+            if data is not None:
+                with open(os.path.join(tmp, "etc", name), "wb") as f:
+                    f.write(data)
+        from pathlib import Path
+
+        u = resolve_user(user, Path(tmp))
+    return u["uid"], u["gid"]
+
+
+def _read_small(view: Any, path: str, limit: int = 1 << 20) -> bytes | None:
+    import stat as st_
+
+    try:
+        e = view.resolve(path, follow_last=True)
+    except Exception:  # noqa: BLE001 - no such file: no entries
+        return None
+    try:
+        fd = os.open(e.real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=e.dfd)
+    except OSError:
+        return None
+    finally:
+        e.close()
+    try:
+        if not st_.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 async def archive_put(req: Request, eng: Engine) -> Response:

@@ -158,20 +158,25 @@ class Containers:
         return True
 
     def reconcile(self) -> None:
+        from sampan.daemon import recovery
+
         for d in self.store.leftovers():
             log.info("removing the remains of an unfinished create: %s", d.name[:12])
             try:
                 self.eng.graph.release(d.name, remove=True)
             except Exception:  # noqa: BLE001
                 pass
+            from sampan.containers.volumejournal import release_leftover
+
+            release_leftover(d, self.store.root.parent)
             import shutil
             shutil.rmtree(d, ignore_errors=True)
-        from sampan.daemon import recovery
-
         strays = recovery.stray_monitors(self.store.root)
         for rec in self.store.all():
             if rec.state.get("Status") == "removing":
-                asyncio.ensure_future(self.remove(rec, force=True))
+                asyncio.ensure_future(self.remove(
+                    rec, force=True,
+                    volumes=bool((rec.doc.get("SampanRemoving") or {}).get("Volumes"))))
             elif not rec.running and strays.get(rec.id):
                 recovery.recover(self, rec, strays[rec.id])  # a start the crash cut short
             elif rec.running:

@@ -127,3 +127,4 @@ def recover(c: Any, rec: Any, monitors: list[int]) -> bool:
         pass
     log.info("container %s: cleaned up a start cut short by the daemon's end", rec.id[:12])
     return False
+
