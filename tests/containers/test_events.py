@@ -181,3 +181,32 @@ def test_docker_py_events(sd):
 
 
 
+
+
+def test_oom_event(sd):
+    t0 = time.time()
+    r = sd.sampan("run", "--name", "evoom", "-m", "8m", "--memory-swap", "8m", "busybox", "sh",
+                  "-c", "head -c 100m /dev/zero | tail")
+    assert r.returncode == 137
+    try:
+        st, doc = sd.json("GET", "/containers/evoom/json")
+        assert doc["State"]["OOMKilled"]
+        acts = [e["Action"] for e in _events(sd, f"{t0:.9f}", f"{time.time() + 0.3:.9f}",
+                                             container="evoom")]
+        assert acts[-2:] == ["oom", "die"], acts
+    finally:
+        sd.request("DELETE", "/containers/evoom?force=1")
+
+
+def test_pause_unpause_update_events(sd):
+    t0 = time.time()
+    cid = sd.sampan("run", "-d", "--name", "evops", "busybox", "sleep", "1000").stdout.strip()
+    try:
+        for verb in ("pause", "unpause"):
+            assert sd.sampan(verb, cid).returncode == 0
+        assert sd.sampan("update", "--cpu-shares", "512", cid).returncode == 0
+        acts = [e["Action"] for e in _events(sd, f"{t0:.9f}", f"{time.time() + 0.3:.9f}",
+                                             container="evops")]
+        assert acts == ["create", "start", "pause", "unpause", "update"], acts
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
