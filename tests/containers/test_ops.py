@@ -286,3 +286,23 @@ def test_info_counts_containers(sd):
     finally:
         for x in (a, b, c):
             sd.request("DELETE", f"/containers/{x}?force=1")
+
+
+def test_update_memory_above_the_swap_limit_is_409(sd):
+    cid = _run_d(sd, "-m", "32m", "busybox", "sleep", "1000")
+    try:
+        host = _inspect(sd, cid)["HostConfig"]
+        if host["MemorySwap"] != 64 << 20:
+            pytest.skip("no swap accounting: docker keeps no swap limit either")
+        st, body = sd.json("POST", f"/containers/{cid}/update", {"Memory": 128 << 20})
+        assert st == 409 and "memoryswap" in body["message"]
+        assert _inspect(sd, cid)["HostConfig"]["Memory"] == 32 << 20
+        st, body = sd.json("POST", f"/containers/{cid}/update",
+                           {"Memory": 128 << 20, "MemorySwap": 256 << 20})
+        assert st == 200, body
+        assert _memory_cgroup_file(cid, "memory.limit_in_bytes").read_text().strip() == \
+            str(128 << 20)
+        assert _memory_cgroup_file(cid, "memory.memsw.limit_in_bytes").read_text().strip() \
+            == str(256 << 20)
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
