@@ -142,6 +142,14 @@ def test_join_another_containers_namespaces(sd):
         assert net == os.readlink(f"/proc/{pid}/ns/net")
         assert ipc == os.readlink(f"/proc/{pid}/ns/ipc")
         assert sleeps == "1"  # the donor's process is visible: same pid namespace
+        donor_name = sd.json("GET", f"/containers/{donor}/json")[1]["Config"]["Hostname"]
+        out = _ok(run(sd, "--network", f"container:{donor}", "busybox", "sh", "-c",
+                      "hostname; cat /etc/hostname; echo $HOSTNAME"))
+        assert out.split() == [donor_name] * 3
+        r = run(sd, "--network", f"container:{donor}", "-h", "mine", "busybox", "true")
+        assert r.returncode == 125 and "Conflicting options" in r.stderr
+        r = run(sd, "--uts", "host", "-h", "mine", "busybox", "true")
+        assert r.returncode == 125 and "Conflicting options" in r.stderr
         # a non-shareable IPC namespace cannot be joined
         other = _ok(sd.sampan("run", "-d", "busybox", "sleep", "1000")).strip()
         r = run(sd, "--ipc", f"container:{other}", "busybox", "true")

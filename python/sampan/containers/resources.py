@@ -529,9 +529,15 @@ def apply(spec: dict[str, Any], host: dict[str, Any], config: dict[str, Any], st
         path = _ns_path(store, ref, "network stack", "net")
         _set_ns(spec, "network", "join", path)
         other = _ns_target(store, ref, "network stack")
+        donor = (other.doc.get("Config") or {}).get("Hostname")
+        if donor:
+            # docker: the donor's host name too (in a UTS namespace of its own)
+            spec["hostname"] = config["Hostname"] = donor
+            proc["env"] = [e for e in proc.get("env", []) if not e.startswith("HOSTNAME=")]
+            proc["env"].append("HOSTNAME=" + donor)
         if cdir is not None:
             # the donor's view of names: its hostname, hosts and resolv.conf
-            for name in ("hosts", "resolv.conf"):
+            for name in ("hostname", "hosts", "resolv.conf"):
                 try:
                     (cdir / name).write_bytes((other.dir / name).read_bytes())
                 except OSError:

@@ -88,6 +88,10 @@ def validate_create(body: dict[str, Any]) -> None:
         pol = validate_policy(host.get("RestartPolicy"), bool(host.get("AutoRemove")))
         if host.get("RestartPolicy") is not None:
             host["RestartPolicy"] = pol
+        if body.get("Hostname") and str(host.get("NetworkMode") or "").startswith("container:"):
+            raise InvalidArgument("Conflicting options: hostname and the network mode")
+        if body.get("Hostname") and host.get("UTSMode") == "host":
+            raise InvalidArgument("Conflicting options: hostname and the UTS mode")
     health.validate(body.get("Healthcheck"))
 
 
