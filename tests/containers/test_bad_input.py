@@ -376,3 +376,73 @@ def test_huge_body_is_refused(sd):
     assert out and 400 <= _status(out) < 500, out[:300]
     ping(sd)
     snap.unchanged()
+
+
+# ---------------------------------------------------------------- query parameters
+
+
+@pytest.fixture(scope="module")
+def running(sd):
+    st, ans = create(sd, {"Image": "busybox", "Cmd": ["sleep", "1000"]}, "qrun")
+    assert st == 201, ans
+    assert sd.request("POST", "/containers/qrun/start")[0] == 204
+    yield "qrun"
+    sd.request("DELETE", "/containers/qrun?force=1")
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/containers/qrun/stop?t=abc"),
+    ("POST", "/containers/qrun/stop?t=1.5"),
+    ("POST", "/containers/qrun/stop?t=-5"),
+    ("POST", "/containers/qrun/stop?signal=NOPE"),
+    ("POST", "/containers/qrun/restart?t=x"),
+    ("POST", "/containers/qrun/kill?signal=NOPE"),
+    ("POST", "/containers/qrun/kill?signal=0"),
+    ("POST", "/containers/qrun/kill?signal=65"),
+    ("POST", "/containers/qrun/kill?signal=-9"),
+    ("GET", "/containers/qrun/logs?stdout=1&since=abc"),
+    ("GET", "/containers/qrun/logs?stdout=1&until=yesterday"),
+    ("GET", "/containers/qrun/logs"),
+    ("POST", "/containers/qrun/wait?condition=bad"),
+    ("GET", "/containers/json?limit=x"),
+    ("GET", "/containers/json?filters=notjson"),
+    ("GET", "/containers/json?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D"),
+    ("GET", "/containers/json?filters=%7B%22status%22%3A%5B%22x%22%5D%7D"),
+    ("POST", "/containers/prune?filters=%7B%22until%22%3A%5B%22abc%22%5D%7D"),
+    ("POST", "/containers/prune?filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D"),
+    ("POST", "/containers/qrun/rename?name="),
+    ("POST", "/containers/qrun/rename?name=a%2Fb"),
+], ids=lambda v: v if v in ("GET", "POST") else v.split("/containers/")[1][:50])
+def test_bad_query_parameters_are_400(sd, running, method, path):
+    snap = Snapshot(sd)
+    st, _h, body = sd.request(method, path)
+    assert st == 400, (st, body)
+    assert json.loads(body)["message"]
+    ping(sd)
+    snap.unchanged()
+    ins = sd.json("GET", "/containers/qrun/json")[1]
+    assert ins["State"]["Running"] and ins["Name"] == "/qrun"
+
+
+def test_prune_honours_its_filters(sd):
+    """A filter narrows what prune removes (ignoring it would remove containers kept on
+    purpose); the ones it does not select stay."""
+    ids = {}
+    for name, labels in (("pk", {"keep": "1"}), ("pd", {"drop": "1"}), ("pn", {})):
+        st, ans = create(sd, {"Image": "busybox", "Cmd": ["true"], "Labels": labels}, name)
+        assert st == 201
+        ids[name] = ans["Id"]
+    try:
+        flt = urllib.parse.quote(json.dumps({"label": ["drop"]}))
+        st, res = sd.json("POST", f"/containers/prune?filters={flt}")
+        assert st == 200 and res["ContainersDeleted"] == [ids["pd"]], res
+        flt = urllib.parse.quote(json.dumps({"label!": ["keep=1"], "until": ["2000-01-01"]}))
+        st, res = sd.json("POST", f"/containers/prune?filters={flt}")
+        assert st == 200 and res["ContainersDeleted"] is None, res
+        flt = urllib.parse.quote(json.dumps({"label!": ["keep=1"]}))
+        st, res = sd.json("POST", f"/containers/prune?filters={flt}")
+        assert res["ContainersDeleted"] == [ids["pn"]], res
+        assert sd.json("GET", "/containers/pk/json")[0] == 200
+    finally:
+        for cid in ids.values():
+            sd.request("DELETE", f"/containers/{cid}?force=1")

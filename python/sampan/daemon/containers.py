@@ -257,9 +257,13 @@ async def list_(req: Request, eng: Engine) -> Response:
 
 async def prune(req: Request, eng: Engine) -> Response:
     c = get(eng)
+    from sampan.daemon.params import prune_filter
+
+    # only what the filters select: ignoring them would remove containers the user kept
+    wanted = prune_filter(parse_filters(req.q("filters")))
     deleted = []
     for rec in c.store.all():
-        if rec.state["Status"] in ("exited", "created", "dead"):
+        if rec.state["Status"] in ("exited", "created", "dead") and wanted(rec):
             await c.remove(rec, False)
             deleted.append(rec.id)
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
@@ -306,11 +310,11 @@ async def start(req: Request, eng: Engine) -> Response:
 async def stop(req: Request, eng: Engine) -> Response:
     c = get(eng)
     rec = _rec(req, eng)
-    t = req.q("t") or req.q("timeout")
     sig = req.q("signal")
     from sampan.containers.store import parse_signal
+    from sampan.daemon import params
 
-    done = await c.stop(rec, int(t) if t not in (None, "") else None,
+    done = await c.stop(rec, params.timeout(req, "t", "timeout"),
                         parse_signal(sig) if sig else None)
     return empty(204 if done else 304)
 
@@ -318,8 +322,9 @@ async def stop(req: Request, eng: Engine) -> Response:
 async def restart(req: Request, eng: Engine) -> Response:
     c = get(eng)
     rec = _rec(req, eng)
-    t = req.q("t")
-    await c.stop(rec, int(t) if t else None)
+    from sampan.daemon import params
+
+    await c.stop(rec, params.timeout(req, "t"))
     c.event(rec.id)
     mon = await blocking(c.store.start, rec)
     c.watch(rec, mon)
@@ -453,8 +458,10 @@ async def logs(req: Request, eng: Engine) -> StreamResponse:
     except ValueError:
         tail = -1
     tty = bool(rec.doc["Config"].get("Tty"))
-    since = float(req.q("since") or 0)
-    until = float(req.q("until") or 0)
+    from sampan.daemon import params
+
+    since = params.timestamp(req, "since")
+    until = params.timestamp(req, "until")
     gen = _follow_log(c, rec, 0, req.qbool("follow"), want, req.qbool("timestamps"), tty,
                       tail, since, until)
     ctype = "application/vnd.docker.raw-stream" if tty else \
