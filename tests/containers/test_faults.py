@@ -261,3 +261,81 @@ def test_fifty_concurrent_runs(croot, busybox_archive):
         for cid in ids_of(d):
             d.request("DELETE", f"/containers/{cid}?force=1")
         d.stop()
+
+
+# ---------------------------------------------------------------- one container, many clients
+
+
+def _together(fns) -> list:
+    """Run the callables at the same moment (a barrier), their results in order."""
+    barrier = threading.Barrier(len(fns))
+    out: list = [None] * len(fns)
+
+    def one(i, fn):
+        barrier.wait()
+        try:
+            out[i] = fn()
+        except Exception as e:  # noqa: BLE001
+            out[i] = e
+
+    ts = [threading.Thread(target=one, args=(i, f)) for i, f in enumerate(fns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return out
+
+
+def _monitors_of(d, cid: str) -> list[int]:
+    cdir = str(d.data / "containers" / cid)
+    return [p for p in monitors_for(d.data / "containers")
+            if cdir.encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+
+
+def test_same_container_from_many_clients(croot, busybox_archive):
+    d = start_daemon(croot / "same", busybox_archive)
+    watcher = IdWatcher(d)
+    watcher.start()
+    try:
+        for round_ in range(3):
+            # concurrent starts: one start, one monitor, and the container stays running
+            st, r = d.json("POST", "/containers/create", body("sleep 1000"))
+            cid = r["Id"]
+            res = _together([lambda: d.request("POST", f"/containers/{cid}/start")[0]] * 6)
+            assert 204 in res and set(res) <= {204, 304}, res
+            time.sleep(0.3)
+            ins = d.json("GET", f"/containers/{cid}/json")[1]
+            assert ins["State"]["Running"], (round_, ins["State"])
+            assert len(_monitors_of(d, cid)) == 1
+            # concurrent stops and kills end it once; wait answers everyone
+            res = _together([lambda: d.request("POST", f"/containers/{cid}/stop?t=1")[0]] * 3
+                            + [lambda: d.json("POST", f"/containers/{cid}/wait")[1]] * 3)
+            assert set(res[:3]) <= {204, 304} and 204 in res[:3], res
+            assert all(w["StatusCode"] == 137 for w in res[3:]), res
+            # a start racing a remove: either order is fine, but never a container that runs
+            # without a record, or a record without its directory
+            res = _together([lambda: d.request("POST", f"/containers/{cid}/start")[0],
+                             lambda: d.request("DELETE", f"/containers/{cid}")[0]])
+            time.sleep(0.5)
+            st, ins = d.json("GET", f"/containers/{cid}/json")
+            if st == 404:
+                assert res[1] == 204, res
+                assert not _monitors_of(d, cid) and not (d.data / "containers" / cid).exists()
+            else:
+                assert res[1] in (409,), res
+                assert ins["State"]["Running"] == bool(_monitors_of(d, cid)), (res, ins["State"])
+                assert d.request("DELETE", f"/containers/{cid}?force=1")[0] == 204
+            # concurrent force removals of a running container
+            st, r = d.json("POST", "/containers/create", body("sleep 1000"))
+            cid = r["Id"]
+            assert d.request("POST", f"/containers/{cid}/start")[0] == 204
+            res = _together([lambda: d.request("DELETE", f"/containers/{cid}?force=1")[0]] * 4)
+            assert 204 in res and set(res) <= {204, 404, 409}, res
+            assert d.json("GET", f"/containers/{cid}/json")[0] == 404
+        assert ids_of(d) == set()
+        assert_clean(d, watcher.stop(), d.pid)
+    finally:
+        watcher.stop()
+        for cid in ids_of(d):
+            d.request("DELETE", f"/containers/{cid}?force=1")
+        d.stop()

@@ -320,6 +320,8 @@ class ContainerStore:
         waited for the start connect then). Raises EngineError with the runtime's message when
         the process cannot start."""
         with rec.lock:
+            if rec.id not in self.by_id:  # removed while this start waited for the lock
+                raise NotFound(f"No such container: {rec.id}")
             if rec.running:
                 return 0
             if rec.state.get("Status") == "removing":
@@ -405,6 +407,10 @@ class ContainerStore:
     # ---------------------------------------------------------------- remove
 
     def remove(self, rec: Record, force: bool, volumes: bool = False) -> None:
+        with rec.lock:  # after a start under way: never a monitor left without its directory
+            self._remove(rec, force, volumes)
+
+    def _remove(self, rec: Record, force: bool, volumes: bool) -> None:
         if rec.running:
             if not force:
                 raise Conflict(f"You cannot remove a running container {rec.id}. Stop the "

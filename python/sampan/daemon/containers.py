@@ -67,6 +67,8 @@ class Containers:
         return ev
 
     def watch(self, rec: Any, monitor_pid: int) -> None:
+        if not monitor_pid:
+            return  # a start that found it running (a concurrent start watches it)
         loop = asyncio.get_running_loop()
         try:
             fd = os.pidfd_open(monitor_pid)
@@ -299,6 +301,10 @@ async def start(req: Request, eng: Engine) -> Response:
         if rec.doc["HostConfig"].get("AutoRemove") and not rec.running:
             asyncio.ensure_future(c.remove(rec, False))
         raise
+    if not mon:  # a concurrent start won the race
+        if hook is not None:
+            hook.finish()
+        return empty(304)
     c.watch(rec, mon)
     emit_container(eng, rec, "start")
     from sampan.daemon import restarts
