@@ -446,3 +446,34 @@ def test_prune_honours_its_filters(sd):
     finally:
         for cid in ids.values():
             sd.request("DELETE", f"/containers/{cid}?force=1")
+
+
+# ---------------------------------------------------------------- through the CLIs
+
+
+@pytest.mark.parametrize("cli", ["docker", "sampan"])
+@pytest.mark.parametrize("args,words", [
+    (["--name", "../x"], "Invalid container name"),
+    (["--name", "a/b"], "Invalid container name"),
+    (["--network", "no-such-net"], "not found"),
+    (["--log-driver", "nope"], "no log driver named"),
+    (["--stop-signal", "SIGNOPE"], "Invalid signal"),
+    (["--cap-add", "NOPE"], "NOPE"),
+    (["--security-opt", "bogus=1"], "security-opt"),
+])
+def test_cli_bad_options_exit_125(sd, cli, args, words):
+    import shutil
+
+    if cli == "docker" and shutil.which("docker") is None:
+        pytest.skip("no docker CLI")
+    snap = Snapshot(sd)
+    run = sd.docker if cli == "docker" else sd.sampan
+    r = run("run", "--rm", *args, "busybox", "true")
+    assert r.returncode == 125, (r.returncode, r.stderr)
+    if "--network" in args and cli == "docker":
+        # dockerd answers a missing network with a 404 too, which docker's CLI takes for a
+        # missing image: it tries a pull (no network here) before it gives up
+        words = "Unable to find image" if "Unable to find image" in r.stderr else words
+    assert words in r.stderr, r.stderr
+    ping(sd)
+    snap.unchanged()
