@@ -25,17 +25,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import maturin as _maturin
-from maturin import (  # noqa: F401 - the hooks maturin implements are ours unchanged
-    build_sdist,
-    get_requires_for_build_sdist,
-    get_requires_for_build_wheel,
-    prepare_metadata_for_build_wheel,
-)
-
 ROOT = Path(__file__).resolve().parents[2]
 IN_WHEEL = "sampan/libexec/sampan-monitor"
 DEV_PATH = ROOT / "python" / IN_WHEEL
+MONITOR_RUSTFLAGS = "-C target-feature=+crt-static -C relocation-model=static"
 
 
 def _say(msg: str) -> None:
@@ -71,7 +64,9 @@ def build_monitor(target: str | None = None, *, env: dict[str, str] | None = Non
     env = dict(env or os.environ)
     target = target or host_triple(env)
     key = "CARGO_TARGET_" + target.upper().replace("-", "_").replace(".", "_") + "_RUSTFLAGS"
-    env[key] = (env.get(key, "") + " -C target-feature=+crt-static").strip()
+    # Not position independent either: a static PIE relocates its read-only data at start,
+    # which dirties those pages in every monitor instead of sharing them.
+    env[key] = (env.get(key, "") + " " + MONITOR_RUSTFLAGS).strip()
     env.pop("CARGO_BUILD_TARGET", None)
     cargo = env.get("CARGO", "cargo")
     cmd = [cargo, "build", "--release", "-p", "sampan-monitor", "--target", target,
@@ -128,22 +123,47 @@ def install_dev(binary: Path) -> Path:
     return DEV_PATH
 
 
+def _maturin():
+    # Imported when a hook runs: scripts/build-wheels imports this module for build_monitor
+    # and add_to_wheel in an interpreter that may not have maturin.
+    import maturin
+
+    return maturin
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return _maturin().get_requires_for_build_wheel(config_settings)
+
+
+def get_requires_for_build_sdist(config_settings=None):
+    return _maturin().get_requires_for_build_sdist(config_settings)
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    return _maturin().prepare_metadata_for_build_wheel(metadata_directory, config_settings)
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    return _maturin().build_sdist(sdist_directory, config_settings)
+
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    name = _maturin.build_wheel(wheel_directory, config_settings, metadata_directory)
+    name = _maturin().build_wheel(wheel_directory, config_settings, metadata_directory)
     add_to_wheel(Path(wheel_directory) / name, build_monitor(requested_target()))
     return name
 
 
 def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
     # An editable install runs python/sampan from the tree: the monitor goes there.
-    name = _maturin.build_editable(wheel_directory, config_settings, metadata_directory)
+    name = _maturin().build_editable(wheel_directory, config_settings, metadata_directory)
     install_dev(build_monitor(requested_target()))
     return name
 
 
 def get_requires_for_build_editable(config_settings=None):
-    return _maturin.get_requires_for_build_editable(config_settings)
+    return _maturin().get_requires_for_build_editable(config_settings)
 
 
 def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
-    return _maturin.prepare_metadata_for_build_editable(metadata_directory, config_settings)
+    return _maturin().prepare_metadata_for_build_editable(metadata_directory,
+                                                               config_settings)

@@ -302,6 +302,7 @@ pub fn run(args: &[String]) -> i32 {
         &json!({"pid": c.pid(), "monitor": me, "started": sys::now_rfc3339()}),
     );
     sys::close(fd);
+    sys::trim_heap();
 
     relay.run();
     let (code, error) = match c.wait() {
@@ -434,6 +435,7 @@ pub fn exec(args: &[String]) -> i32 {
     relay.watch(pid);
     send(fd, &json!({ "pid": pid }));
     sys::close(fd);
+    sys::trim_heap();
     relay.run();
     let mut st: c_int = 0;
     let code = loop {
