@@ -339,3 +339,40 @@ def test_same_container_from_many_clients(croot, busybox_archive):
         for cid in ids_of(d):
             d.request("DELETE", f"/containers/{cid}?force=1")
         d.stop()
+
+
+def test_monitor_killed(croot, busybox_archive):
+    """SIGKILL of a container's monitor: the container is recorded as exited (255, with the
+    reason) and its processes do not run on unseen; a second run's dead monitor never shows
+    the first run's exit code; nothing is left after rm."""
+    d = start_daemon(croot / "monkill", busybox_archive)
+    watcher = IdWatcher(d)
+    watcher.start()
+    try:
+        st, r = d.json("POST", "/containers/create?name=mk",
+                       body("[ -e /tmp/ran ] && exec sleep 1000; touch /tmp/ran; exit 3"))
+        cid = r["Id"]
+        assert d.request("POST", "/containers/mk/start")[0] == 204
+        assert d.json("POST", "/containers/mk/wait")[1]["StatusCode"] == 3
+        assert d.request("POST", "/containers/mk/start")[0] == 204  # now it sleeps
+        ins = d.json("GET", "/containers/mk/json")[1]
+        pid = ins["State"]["Pid"]
+        (mon,) = _monitors_of(d, cid)
+        os.kill(mon, signal.SIGKILL)
+        st, w = d.json("POST", "/containers/mk/wait")
+        assert w["StatusCode"] == 255 and "monitor" in w["Error"]["Message"], w
+        st = d.json("GET", "/containers/mk/json")[1]["State"]
+        assert (st["Status"], st["ExitCode"], st["Running"]) == ("exited", 255, False), st
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{pid}"), "the container's process runs on"
+        # it can be started again, and removed without leaks
+        assert d.request("POST", "/containers/mk/start")[0] == 204
+        assert d.request("DELETE", "/containers/mk?force=1")[0] == 204
+        assert_clean(d, watcher.stop(), d.pid)
+    finally:
+        watcher.stop()
+        for c in ids_of(d):
+            d.request("DELETE", f"/containers/{c}?force=1")
+        d.stop()

@@ -338,6 +338,8 @@ class ContainerStore:
                     _runtime.Container.load(rec.id, str(self.runtime_root)).delete(True)
                 except Exception:  # noqa: BLE001
                     shutil.rmtree(stale, ignore_errors=True)
+            # the last run's status must not pass for this run's if its monitor dies unheard
+            (rec.dir / "exit.json").unlink(missing_ok=True)
             from sampan.containers import launch
 
             net = getattr(self, "network", None)
@@ -385,6 +387,14 @@ class ContainerStore:
         except (OSError, ValueError):
             ex = {"ExitCode": 255, "FinishedAt": now_rfc3339(), "OOMKilled": False,
                   "Error": "the container's monitor died without recording an exit status"}
+            # its processes would run on unseen, holding the rootfs and the cgroup (containerd
+            # deletes the task when a shim dies, the same way)
+            try:
+                from sampan import _runtime
+
+                _runtime.Container.load(rec.id, str(self.runtime_root)).delete(True)
+            except Exception:  # noqa: BLE001 - no runtime state: nothing left to kill
+                pass
         st = rec.state
         st.update({"Status": "exited", "Running": False, "Pid": 0,
                    "ExitCode": int(ex.get("ExitCode", 255)),
