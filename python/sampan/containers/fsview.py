@@ -446,24 +446,42 @@ def extract(view: View, dest: str, reader: Any, no_overwrite_dir_nondir: bool = 
     tar = TarReader(reader, "archive member")
     dir_times: list[tuple[str, float]] = []
     base = dest.rstrip("/") or "/"
-    for m in tar:
-        if rebase is not None:
-            _check_name(m.name, m.name)
-            m.name = _rebase(m.name, *rebase)
-            if m.islnk():
-                _check_name(m.linkname, m.name, "hardlink target ")
-                m.linkname = _rebase(m.linkname, *rebase)
-        parts = _check_name(m.name, m.name)
-        if not parts:
-            continue  # the destination itself: left as it is (docker keeps its metadata)
-        vpath = base.rstrip("/") + "/" + "/".join(parts)
-        e = view.resolve(vpath, follow_last=False, mkdirs=True)
-        try:
-            _apply(view, tar, m, e, vpath, base, no_overwrite_dir_nondir, owner)
-        finally:
-            e.close()
-        if m.isdir():
-            dir_times.append((vpath, m.mtime))
+    # the directory of the last member (members come grouped by directory): its fd is
+    # anchored inside the container, so reusing it never leaves the root
+    cached: tuple[str, int, tuple[str, ...]] | None = None
+    try:
+        for m in tar:
+            if rebase is not None:
+                _check_name(m.name, m.name)
+                m.name = _rebase(m.name, *rebase)
+                if m.islnk():
+                    _check_name(m.linkname, m.name, "hardlink target ")
+                    m.linkname = _rebase(m.linkname, *rebase)
+            parts = _check_name(m.name, m.name)
+            if not parts:
+                continue  # the destination itself: left as it is (docker keeps its metadata)
+            vpath = base.rstrip("/") + "/" + "/".join(parts)
+            parent = vpath.rpartition("/")[0] or "/"
+            leaf = parts[-1]
+            if cached is not None and cached[0] == parent and \
+                    cached[2] + (leaf,) not in view.mounts:
+                e = Entry(os.dup(cached[1]), leaf, leaf, cached[2])
+            else:
+                e = view.resolve(vpath, follow_last=False, mkdirs=True)
+                if cached is not None:
+                    os.close(cached[1])
+                    cached = None
+                if e.vparts + (e.vname,) not in view.mounts:
+                    cached = (parent, os.dup(e.dfd), e.vparts)
+            try:
+                _apply(view, tar, m, e, vpath, base, no_overwrite_dir_nondir, owner)
+            finally:
+                e.close()
+            if m.isdir():
+                dir_times.append((vpath, m.mtime))
+    finally:
+        if cached is not None:
+            os.close(cached[1])
     for vpath, mtime in reversed(dir_times):
         e = view.resolve(vpath)
         try:
