@@ -456,3 +456,20 @@ def test_copy_uidgid_uses_the_containers_own_user_database(sd):
     r = sd.sampan("exec", "-u", "0", "usercp", "stat", "-c", "%u:%g", "/tmp/owned2")
     assert r.stdout == "4242:4343\n", r.stderr
     assert sd.request("DELETE", "/containers/usercp?force=1")[0] == 204
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_tar_slip_through_its_own_symlink_stays_inside(sd, box, stopped):
+    """A tar that plants a symlink to / (or ../../..) and then writes through it: the write
+    resolves inside the container, as if chrooted; the host's /etc is never touched."""
+    if stopped:
+        sd.request("POST", "/containers/cpbox/stop?t=0")
+    name = f"{HOST_MARK}-slip-{int(stopped)}"
+    data = make_tar([("slip", "l", "/"), ("slip2", "l", "../../../../../../.."),
+                     (f"slip/etc/{name}", "f", b"a"), (f"slip2/etc/{name}-2", "f", b"b")])
+    st, _h, body = put_archive(sd, "cpbox", "/tmp", data)
+    assert st == 200, body
+    assert not os.path.exists(f"/etc/{name}") and not os.path.exists(f"/etc/{name}-2")
+    if stopped:
+        assert sd.request("POST", "/containers/cpbox/start")[0] == 204
+    assert in_container(sd, "cat", f"/etc/{name}", f"/etc/{name}-2") == "ab"
