@@ -13,8 +13,11 @@ import signal
 import threading
 import time
 
+import pytest
 from conftest import start_daemon
+from interactive import MONITORS
 from leaks import assert_clean, monitors_for
+from sampan.containers import monitorbin
 
 SEED = int(os.environ.get("SAMPAN_FAULT_SEED", "20261127"))
 ITERATIONS = int(os.environ.get("SAMPAN_FAULT_ITERATIONS", "30"))
@@ -85,9 +88,16 @@ def check_consistent(d, seen: set[str]) -> None:
     assert vols <= used, ("volumes left behind", vols - used)
 
 
-def test_kill9_at_random_points(croot, busybox_archive):
+@pytest.mark.parametrize("monitor", MONITORS)
+def test_kill9_at_random_points(croot, busybox_archive, monkeypatch, monitor):
+    if monitor == "python":
+        monkeypatch.setenv("SAMPAN_MONITOR", "python")
+    elif not os.access(monitorbin.BINARY, os.X_OK):
+        pytest.skip("the Rust monitor is not built")
+    else:
+        monkeypatch.delenv("SAMPAN_MONITOR", raising=False)
     rng = random.Random(SEED)
-    d = start_daemon(croot / "faults", busybox_archive)
+    d = start_daemon(croot / f"faults-{monitor}", busybox_archive)
     seen: set[str] = set()
     watcher = IdWatcher(d)
     watcher.start()
