@@ -570,3 +570,21 @@ def test_ps_volume_filter(sd):
     assert sd.sampan("ps", "-a", "-q", "--filter", "volume=other").stdout == ""
     assert sd.request("DELETE", f"/containers/{c['Id']}")[0] == 204
     assert sd.request("DELETE", "/volumes/psvol")[0] == 204
+
+
+def test_bind_nonrecursive(sd, tmp_path):
+    """bind-nonrecursive: a mount below the bind source is not carried into the container."""
+    import subprocess
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(sub)], check=True)
+    try:
+        (sub / "onsub").write_text("x")
+        r = run(sd, "--mount", f"type=bind,src={tmp_path},dst=/r", "busybox", "ls", "/r/sub")
+        assert r.stdout == "onsub\n", r.stderr
+        r = run(sd, "--mount", f"type=bind,src={tmp_path},dst=/r,bind-nonrecursive", "busybox",
+                "ls", "/r/sub")
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    finally:
+        subprocess.run(["umount", str(sub)], check=False)

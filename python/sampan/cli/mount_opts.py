@@ -50,7 +50,8 @@ def parse_mount(spec: str) -> dict[str, Any]:
     for f in fields:
         key, sep, val = f.partition("=")
         key = key.strip().lower()
-        if not sep and key not in ("readonly", "ro", "volume-nocopy", "bind-create-mountpoint"):
+        if not sep and key not in ("readonly", "ro", "volume-nocopy", "bind-create-mountpoint",
+                                   "bind-nonrecursive"):
             raise click.BadParameter(f"invalid field '{f}' must be a key=value pair")
         if key == "type":
             if val not in ("bind", "volume", "tmpfs", "npipe", "cluster", "image"):

@@ -152,7 +152,7 @@ def _mount_spec(m: Any) -> dict[str, Any]:
             raise BindSourceMissing(f'invalid mount config for type "bind": bind source path '
                                     f"does not exist: {src}")
         mp.update(type="bind", source=posixpath.normpath(src), create_source=create,
-                  propagation=prop)
+                  propagation=prop, recursive=not bo.get("NonRecursive"))
     elif kind == "volume":
         vo = _obj(m.get("VolumeOptions"), "VolumeOptions")
         if vo.get("Subpath"):
@@ -311,7 +311,8 @@ def setup(cid: str, rootfs: Path, mps: list[dict[str, Any]], vols: Any
                         raise BindSourceMissing(f'invalid mount config for type "bind": bind '
                                                 f"source path does not exist: {src}")
                     os.makedirs(src, 0o755, exist_ok=True)
-                opts = ["rbind", mp["propagation"]] + (["ro"] if not mp["rw"] else [])
+                opts = ["rbind" if mp.get("recursive", True) else "bind", mp["propagation"]] + \
+                    (["ro"] if not mp["rw"] else [])
                 oci.append({"destination": dst, "type": "bind", "source": src,
                             "options": opts})
                 shown.append({"Type": "bind", "Source": src, "Destination": dst,
