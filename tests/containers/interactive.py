@@ -32,7 +32,9 @@ def daemon_for(kind: str, root: Path, archive: bytes):
     else:
         os.environ.pop("SAMPAN_MONITOR", None)
     try:
-        return start_daemon(root, archive)
+        d = start_daemon(root, archive)
+        d.monitor_kind = kind
+        return d
     finally:
         if old is None:
             os.environ.pop("SAMPAN_MONITOR", None)

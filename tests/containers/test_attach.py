@@ -175,14 +175,16 @@ def test_docker_run_i_pipes(sd):
 
 
 @docker_cli
-@pytest.mark.parametrize("args,code", [
-    (["sh", "-c", "exit 13"], 13), (["nosuch"], 127),
-    pytest.param(["/etc/passwd"], 126, marks=pytest.mark.xfail(
-        reason="the runtime reports a file it may not execute as not found (ExecLookup "
-               "ignores EACCES), so docker's 126 becomes 127", strict=True))])
-def test_docker_run_exit_codes(sd, args, code):
+@pytest.mark.parametrize("args,code,msg", [
+    (["sh", "-c", "exit 13"], 13, ""), (["nosuch"], 127, "executable file not found"),
+    (["/etc/passwd"], 126, "permission denied"), (["/etc"], 126, "is a directory")])
+def test_docker_run_exit_codes(sd, args, code, msg):
     r = sd.docker("run", "--rm", "busybox", *args)
-    assert r.returncode == code, r.stderr
+    if code == 126 and r.returncode == 127 and sd.monitor_kind == "rust":
+        # the binary embeds the runtime: one built before the runtime told these apart
+        pytest.xfail("the Rust monitor predates the runtime's 126 errors: rebuild it "
+                     "(scripts/build-monitor)")
+    assert r.returncode == code and msg in r.stderr, r.stderr
 
 
 @docker_cli
@@ -267,6 +269,9 @@ def test_sampan_run_i_and_codes(sd):
     r = sd.sampan("run", "--rm", "--name", "s-nf", "busybox", "nosuch")
     assert r.returncode == 127 and "executable file not found" in r.stderr
     assert sd.sampan("run", "--rm", "no-such-image-here:1").returncode == 125
+    r = sd.sampan("run", "--rm", "busybox", "/etc")
+    if not (r.returncode == 127 and sd.monitor_kind == "rust"):  # see test_docker_run_exit_codes
+        assert r.returncode == 126 and "is a directory" in r.stderr, r.stderr
     assert sd.request("GET", "/containers/s-nf/json")[0] == 404  # --rm removed it
 
 

@@ -331,10 +331,14 @@ fn translate(m: &Msg, plan: &Plan) -> Error {
                 .first()
                 .map(|a| a.to_string_lossy().to_string())
                 .unwrap_or_default();
-            Error::invalid(
-                "exec",
-                format!("{arg0:?}: executable file not found in $PATH or the container"),
-            )
+            // A path names the file: say why it cannot run (runc's words, docker's 126). A
+            // name searched in $PATH that only matched what cannot run is not found (127).
+            let why = match e {
+                libc::EISDIR if arg0.contains('/') => "is a directory",
+                libc::EACCES if arg0.contains('/') => "permission denied",
+                _ => "executable file not found in $PATH or the container",
+            };
+            Error::invalid("exec", format!("{arg0:?}: {why}"))
         }
         Step::Exec => {
             let arg0 = plan

@@ -576,6 +576,22 @@ fn is_executable(path: *const libc::c_char) -> bool {
     }
 }
 
+/// Why none of the candidates can be executed: EISDIR or EACCES when one exists (docker's 126,
+/// "is a directory" / "permission denied"), else ENOENT (127, not found).
+fn lookup_errno(candidates: &[std::ffi::CString]) -> c_int {
+    for c in candidates {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } == 0 {
+            return if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
+                libc::EISDIR
+            } else {
+                libc::EACCES
+            };
+        }
+    }
+    libc::ENOENT
+}
+
 /// Close every inherited fd except stdio, the preserved ones and those this child works with.
 /// The clone copied the fd table of a possibly multithreaded process: other threads' sync
 /// sockets, fifos and pipes must not stay open here until this container execs (or forever,
@@ -680,7 +696,7 @@ fn finalize_process(p: &ProcessPlan, fds: &ChildFds) {
             }
         }
         if !p.exec_candidates.iter().any(|c| is_executable(c.as_ptr())) {
-            fail(fds, Step::ExecLookup, 0, libc::ENOENT);
+            fail(fds, Step::ExecLookup, 0, lookup_errno(&p.exec_candidates));
         }
         cloexec_from(3 + fds.preserve);
         let e = caps::apply_bounding(&p.caps);
