@@ -473,3 +473,17 @@ def test_tar_slip_through_its_own_symlink_stays_inside(sd, box, stopped):
     if stopped:
         assert sd.request("POST", "/containers/cpbox/start")[0] == 204
     assert in_container(sd, "cat", f"/etc/{name}", f"/etc/{name}-2") == "ab"
+
+
+def test_cp_the_root(sd, tmp_path):
+    st, c = sd.json("POST", "/containers/create?name=rootcp", {"Image": "busybox",
+                                                                "Cmd": ["true"]})
+    assert st == 201
+    st, h, body = get_archive(sd, "rootcp", "/")
+    assert st == 200 and path_stat(h)["name"] == "/"
+    names = untar(body)
+    assert "./bin/busybox" in names and not any(n.startswith("/") for n in names)
+    r = sd.sampan("cp", "rootcp:/", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "root/bin/busybox").is_file() and (tmp_path / "root/etc/passwd").is_file()
+    assert sd.request("DELETE", "/containers/rootcp")[0] == 204

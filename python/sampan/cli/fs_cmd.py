@@ -121,6 +121,8 @@ def _copy_from(ctr: str, path: str, dest: str, archive: bool, follow: bool) -> i
         out.flush()
         return None
     src_name = st.get("name") or os.path.basename(req_path.rstrip("/"))
+    if src_name == "/":
+        src_name = "."  # the root's tar is named from "."
     src_is_dir = bool(st.get("mode", 0) & _GO_DIR)
     # docker names the copy after the path asked for, even when following a link
     want_name = os.path.basename(path.rstrip("/")) or src_name

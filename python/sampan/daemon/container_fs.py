@@ -109,7 +109,8 @@ def _tar(eng: Engine, rec: Any, path: str) -> tuple[dict[str, Any], Any]:
 
     def gen():
         try:
-            yield from tar_entry(view, e, st["name"])
+            # the root's entries are named from "." (a "/" would make them absolute)
+            yield from tar_entry(view, e, "." if st["name"] == "/" else st["name"])
         finally:
             e.close()
             view.close()
