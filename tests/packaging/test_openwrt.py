@@ -226,7 +226,7 @@ def test_makefile_covers_every_router_wheel():
     for name in re.findall(r"\./files/([\w.]+)", mk):
         assert (PKG / "files" / name).is_file(), name
     assert "USE_PROCD=1" in INIT.read_text() and "respawn" in INIT.read_text()
-    for dep in ("python3-light", "python3-urllib3", "python3-click", "python3-h11",
-                "python3-sqlite3", "kmod-veth"):
+    for dep in ("python3-light", "python3-click", "python3-h11", "python3-sqlite3",
+                "python3-openssl", "kmod-veth"):
         assert f"+{dep}" in mk
     assert "+python3-zstandard" not in mk          # the optional extra stays optional

@@ -19,8 +19,6 @@ from collections.abc import Iterable, Sequence
 from typing import Callable, Union
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import urllib3
-
 from sampan.errors import NotFound, RegistryError, Unauthorized
 from sampan.registry import http
 from sampan.registry.auth import Authenticator, TokenCache, _registry_message, repository_scope
@@ -32,8 +30,6 @@ USER_AGENT = "sampan/0.1 (docker-compatible)"
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
-
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 Body = Union[None, bytes, Callable[[], object]]
 

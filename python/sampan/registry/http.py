@@ -1,44 +1,42 @@
-"""The HTTP client of the registry code: a small Session/Response over urllib3 alone.
+"""The HTTP client of the registry code: a small Session/Response over the standard library's
+http.client, with keep-alive connections pooled per host.
 
-It replaces `requests`, whose dependencies (charset_normalizer, idna, certifi and requests
-itself) install ~1.7 MB and load ~2 MiB more into the daemon, for features the registry client
-never used (cookies, .netrc, proxies from the environment, charset guessing, hooks). What is
-kept is the part of requests' interface the registry client speaks:
+It replaces `requests` and `urllib3`, which with their dependencies install ~2.2 MB — over a
+quarter of a router's budget (issue 6) — for features the registry client never used (cookies,
+.netrc, proxies from the environment, charset guessing, hooks, transparent decompression).
+What is kept is the part of requests' interface the registry client speaks:
 
 - `Session(verify, cert)`: `request(method, url, headers, data, params, stream, timeout,
   allow_redirects)`, `get`, `post`, `close`; `headers` sent on every request. `verify` is
   True (the system CAs), False, or the path of a CA bundle; `cert` a (cert, key) pair.
 - `Response`: `status_code`, `reason`, `headers` (case-insensitive), `url`, `request.method`,
-  `content`, `text`, `json()`, `close()`, and `raw`, the urllib3 response to stream from
-  (`raw.stream(n, decode_content=False)`, `raw.read(n, decode_content=False)`).
-- errors: `RequestException` ⊃ `ConnectionError` ⊃ `SSLError`, and `Timeout`.
+  `content`, `text`, `json()`, `close()`, and `raw` to stream the body from
+  (`raw.stream(n)`, `raw.read(n)`; bytes as sent: no Accept-Encoding is ever asked for).
+- errors: `RequestException` (an OSError) ⊃ `ConnectionError` ⊃ `SSLError`, and `Timeout`.
 
 Bodies are bytes, a dict (form-encoded), or a file-like object with `read` and `__len__`
 (streamed with that Content-Length). Redirects are followed only with `allow_redirects=True`
-(the registry client follows them itself, to drop Authorization across hosts). No retries
-here: the callers retry.
+(the registry client follows them itself, to drop Authorization across hosts). No retries,
+except once on a pooled connection the server had closed meanwhile (as urllib3 does): the
+callers retry the rest.
 """
 
 from __future__ import annotations
 
+import http.client
 import json as _json
+import os
 import ssl
-from http.client import responses
+import threading
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import SSLError as _Urllib3SSLError
-
 MAX_REDIRECTS = 10
+BLOCK = 256 * 1024                 # upload reads and socket buffer
+IDLE_PER_HOST = 16
+SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem",
+                   "/etc/pki/tls/certs/ca-bundle.crt")
 
 
 class RequestException(OSError):
@@ -57,36 +55,77 @@ class Timeout(RequestException):
     pass
 
 
-def _wrap(e: BaseException) -> RequestException:
-    if isinstance(e, _Urllib3SSLError) or isinstance(e, ssl.SSLError):
+# what a read of a response body can raise (pull.py resumes after these)
+BODY_ERRORS = (http.client.HTTPException, OSError)
+
+
+def _wrap(e: BaseException, connecting: bool) -> RequestException:
+    if isinstance(e, RequestException):
+        return e
+    if isinstance(e, (ssl.SSLError, ssl.CertificateError)):
         return SSLError(str(e))
-    if isinstance(e, (ReadTimeoutError, TimeoutError)) and not isinstance(
-            e, ConnectTimeoutError):
-        return Timeout(str(e))
-    if isinstance(e, (NewConnectionError, ConnectTimeoutError, ProtocolError, OSError)):
-        return ConnectionError(str(e))
-    return RequestException(str(e))
+    if isinstance(e, TimeoutError) and not connecting:
+        return Timeout(f"read timed out: {e}")
+    return ConnectionError(str(e) or type(e).__name__)
+
+
+class Raw:
+    """The body of a streamed response, read as it arrives."""
+
+    def __init__(self, resp: http.client.HTTPResponse, done):
+        self._resp = resp
+        self._done = done           # called once with True when fully read, False if cut
+
+    @property
+    def closed(self) -> bool:
+        return self._resp.isclosed()
+
+    def read(self, amt: int | None = None, decode_content: bool = False) -> bytes:
+        data = self._resp.read(amt) if amt is not None else self._resp.read()
+        if self._resp.isclosed():
+            self._done(True)
+        return data
+
+    def stream(self, amt: int = BLOCK, decode_content: bool = False):
+        while True:
+            data = self.read(amt)
+            if not data:
+                return
+            yield data
 
 
 class Response:
-    def __init__(self, raw: urllib3.BaseHTTPResponse, method: str, url: str, preloaded: bool):
-        self.raw = raw
-        self.status_code = raw.status
-        self.reason = raw.reason or responses.get(raw.status, "")
-        self.headers = raw.headers
+    def __init__(self, resp: http.client.HTTPResponse, method: str, url: str, release,
+                 stream: bool):
+        self.status_code = resp.status
+        self.reason = resp.reason or http.client.responses.get(resp.status, "")
+        self.headers = resp.headers         # http.client.HTTPMessage: case-insensitive
         self.url = url
         self.request = SimpleNamespace(method=method)
-        self._content: bytes | None = raw.data if preloaded else None
+        released = []
+
+        # shared by the response and its body without a reference cycle: a dropped response
+        # closes its socket at once (refcounting), not at some later garbage collection
+        def end(reusable: bool) -> None:
+            if not released:
+                released.append(True)
+                release(reusable)
+
+        self._end = end
+        self.raw = Raw(resp, end)
+        self._content: bytes | None = None
+        if not stream:
+            self.content  # noqa: B018 - read now: the connection goes back to the pool
 
     @property
     def content(self) -> bytes:
         if self._content is None:
             try:
-                self._content = self.raw.read(decode_content=True)
-            except (HTTPError, OSError) as e:
-                raise _wrap(e) from None
-            finally:
-                self.raw.release_conn()
+                self._content = self.raw.read()
+            except BODY_ERRORS as e:
+                self._end(False)
+                raise _wrap(e, False) from None
+            self._end(True)
         return self._content
 
     @property
@@ -97,44 +136,71 @@ class Response:
         return _json.loads(self.content)
 
     def close(self) -> None:
-        # an unread streamed body: the connection cannot be reused, drop it
-        if self._content is None and not self.raw.closed:
-            try:
-                self.raw.close()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-        self.raw.release_conn()
+        # an unread body: the connection cannot carry another request, drop it
+        self._end(self.raw.closed)
 
 
 class Session:
     def __init__(self, verify: bool | str = True, cert: tuple[str, str] | None = None,
-                 pool_maxsize: int = 16):
+                 pool_maxsize: int = IDLE_PER_HOST):
         self.headers: dict[str, str] = {}
         self.verify = verify
         self.cert = cert
         self.pool_maxsize = pool_maxsize
-        self._pool: urllib3.PoolManager | None = None
+        self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._ctx: ssl.SSLContext | None = None
 
-    def _manager(self) -> urllib3.PoolManager:
-        if self._pool is None:
-            kw: dict[str, Any] = {"num_pools": 4, "maxsize": self.pool_maxsize,
-                                  "retries": False}
+    # ---- connections ----------------------------------------------------------------------
+    def _context(self) -> ssl.SSLContext:
+        if self._ctx is None:
             if self.verify is False:
-                kw["cert_reqs"] = "CERT_NONE"
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            elif isinstance(self.verify, str):
+                ctx = ssl.create_default_context(cafile=self.verify)
             else:
-                kw["cert_reqs"] = "CERT_REQUIRED"
-                if isinstance(self.verify, str):
-                    kw["ca_certs"] = self.verify
+                ctx = ssl.create_default_context()
+                if not ctx.cert_store_stats().get("x509_ca"):
+                    # OpenSSL built with another default directory (routers): the bundle
+                    for path in SYSTEM_CA_FILES:
+                        if os.path.exists(path):
+                            ctx.load_verify_locations(cafile=path)
+                            break
             if self.cert:
-                kw["cert_file"], kw["key_file"] = self.cert
-            self._pool = urllib3.PoolManager(**kw)
-        return self._pool
+                ctx.load_cert_chain(*self.cert)
+            self._ctx = ctx
+        return self._ctx
+
+    def _connect(self, key: tuple, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=self._context(), blocksize=BLOCK)
+        return http.client.HTTPConnection(host, port, timeout=timeout, blocksize=BLOCK)
+
+    def _take(self, key: tuple) -> http.client.HTTPConnection | None:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
+
+    def _give(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.pool_maxsize:
+                idle.append(conn)
+                return
+        conn.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.clear()
-            self._pool = None
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for c in conns:
+            c.close()
 
+    # ---- requests -------------------------------------------------------------------------
     def get(self, url: str, **kw: Any) -> Response:
         kw.setdefault("allow_redirects", True)
         return self.request("GET", url, **kw)
@@ -158,24 +224,61 @@ class Session:
                 hdrs["Content-Length"] = str(len(body))
             except TypeError:
                 pass                      # an iterable without a length: sent chunked
-        to = urllib3.Timeout(connect=timeout, read=timeout) if timeout else None
         for _ in range(MAX_REDIRECTS + 1):
-            try:
-                raw = self._manager().request(
-                    method, url, body=body, headers=hdrs, redirect=False, timeout=to,
-                    preload_content=not stream, decode_content=not stream)
-            except (HTTPError, OSError) as e:
-                raise _wrap(e) from None
-            resp = Response(raw, method, url, preloaded=not stream)
-            if not allow_redirects or raw.status not in (301, 302, 303, 307, 308) or \
-                    "Location" not in raw.headers:
+            resp = self._once(method, url, hdrs, body, stream or allow_redirects, timeout)
+            if not allow_redirects or resp.status_code not in (301, 302, 303, 307, 308) or \
+                    "Location" not in resp.headers:
+                if allow_redirects and not stream:
+                    resp.content  # noqa: B018 - as asked: read now
                 return resp
-            nxt = urljoin(url, raw.headers["Location"])
+            nxt = urljoin(url, resp.headers["Location"])
             resp.close()
             if urlsplit(nxt).netloc != urlsplit(url).netloc:
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
-            if raw.status == 303 or (raw.status in (301, 302) and method == "POST"):
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
                 method, body = "GET", None
-                hdrs.pop("Content-Length", None)
+                hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-length"}
             url = nxt
         raise RequestException(f"{method} {url}: stopped after {MAX_REDIRECTS} redirects")
+
+    def _once(self, method: str, url: str, hdrs: dict[str, str], body: Any, stream: bool,
+              timeout: float | None) -> Response:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise RequestException(f"unsupported URL {url!r}")
+        key = (u.scheme, u.hostname, u.port or (443 if u.scheme == "https" else 80))
+        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        replayable = body is None or isinstance(body, (bytes, bytearray))
+        conn = self._take(key)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = self._connect(key, timeout)
+            else:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+            connecting = conn.sock is None
+            try:
+                if connecting:
+                    conn.connect()
+                    connecting = False
+                conn.request(method, target, body=body, headers=hdrs)
+                raw = conn.getresponse()
+                break
+            except (http.client.HTTPException, OSError) as e:
+                conn.close()
+                stale = reused and isinstance(e, (http.client.RemoteDisconnected,
+                                                  ConnectionResetError, BrokenPipeError))
+                if stale and replayable:
+                    conn, reused = None, False      # the server closed an idle connection
+                    continue
+                raise _wrap(e, connecting) from None
+
+        def release(reusable: bool, conn=conn) -> None:
+            if reusable and not raw.will_close:
+                self._give(key, conn)
+            else:
+                conn.close()
+
+        return Response(raw, method, url, release, stream)

@@ -21,8 +21,6 @@ import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable
 
-import urllib3
-
 from sampan.errors import (
     Conflict,
     InvalidArgument,
@@ -43,7 +41,7 @@ from sampan.registry.store import BlobStore, Writer
 log = logging.getLogger("sampan.registry")
 CHUNK = 256 * 1024
 MAX_CONFIG_SIZE = 8 * 1024 * 1024
-_NET_ERRORS = (http.RequestException, urllib3.exceptions.HTTPError, OSError)
+_NET_ERRORS = (http.RequestException, *http.BODY_ERRORS)
 
 
 class Cancelled(Exception):
