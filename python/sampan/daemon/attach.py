@@ -310,11 +310,11 @@ async def resize(req: Any, eng: Any) -> Any:
     rec = c.store.get(req.params["id"])
     h, w = parse_size(req)
     if not rec.running:
-        raise HTTPError(409, f"Container {rec.id} is not running")
+        raise HTTPError(409, f"container {rec.id} is not running")
     try:
         send_resize(rec.dir, "attach.sock", h, w)
     except OSError as e:
-        raise HTTPError(409, f"Container {rec.id} is not running ({e})") from None
+        raise HTTPError(409, f"container {rec.id} is not running ({e})") from None
     _event(eng, rec, "resize", height=h, width=w)
     return empty(200)
 

@@ -200,9 +200,9 @@ def _strings(v: Any, name: str) -> None:
 
 def _running(rec: Any) -> None:
     if rec.state.get("Paused"):
-        raise HTTPError(409, f"Container {rec.id} is paused, unpause the container before exec")
+        raise HTTPError(409, f"container {rec.id} is paused, unpause the container before exec")
     if not rec.running:
-        raise HTTPError(409, f"Container {rec.id} is not running")
+        raise HTTPError(409, f"container {rec.id} is not running")
 
 
 def _console_size(v: Any) -> list[int] | None:
