@@ -308,10 +308,10 @@ class VolumeStore:
         self._purge(gone)
         self._notify("destroy", name)
 
-    def _notify(self, action: str, name: str) -> None:
+    def _notify(self, action: str, name: str, attrs: dict[str, str] | None = None) -> None:
         if self.notify is not None:
             try:
-                self.notify(action, name, {"driver": "local"})
+                self.notify(action, name, {"driver": "local", **(attrs or {})})
             except Exception:  # noqa: BLE001 - an event never fails the operation
                 pass
 
@@ -383,21 +383,26 @@ class VolumeStore:
         meta = self.vols.get(name)
         return bool(meta) and ANON_LABEL in (meta.get("Labels") or {})
 
-    def activate(self, name: str, cid: str) -> Path:
+    def activate(self, name: str, cid: str, attrs: dict[str, str] | None = None) -> Path:
         """A container that uses the volume starts: mounted (if it has a type) until the last
-        such container stops, as docker's local driver counts its users."""
+        such container stops, as docker's local driver counts its users. `attrs`: the mount
+        event's (destination, propagation, read/write)."""
         with self.lock:
             data = self.mount(name)
             self.active.setdefault(name, set()).add(cid)
-            return data
+        self._notify("mount", name, {"container": cid, **(attrs or {})})
+        return data
 
     def deactivate(self, cid: str) -> None:
         with self.lock:
-            for name in [n for n, users in self.active.items() if cid in users]:
+            names = [n for n, users in self.active.items() if cid in users]
+            for name in names:
                 self.active[name].discard(cid)
                 if not self.active[name]:
                     del self.active[name]
                     self.unmount_idle(name)
+        for name in names:
+            self._notify("unmount", name, {"container": cid})
 
     def unmount_idle(self, name: str) -> None:
         """Unmount a volume with a type that no running container uses (a tmpfs volume's

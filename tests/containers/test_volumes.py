@@ -491,13 +491,22 @@ def test_volume_events(sd):
 
     t0 = time.time() - 1
     assert sd.json("POST", "/volumes/create", {"Name": "evvol"})[0] == 201
+    r = run(sd, "--name", "evc", "-v", "evvol:/ev:ro", "busybox", "true")
+    assert r.returncode == 0, r.stderr
     assert sd.request("DELETE", "/volumes/evvol")[0] == 204
     flt = q(json.dumps({"type": ["volume"], "volume": ["evvol"]}))
     st, _h, body = sd.request("GET", f"/events?since={t0}&until={time.time() + 1}&filters={flt}")
     evs = [json.loads(line) for line in body.splitlines() if line.strip()]
     assert [(e["Type"], e["Action"], e["Actor"]["ID"]) for e in evs] == [
-        ("volume", "create", "evvol"), ("volume", "destroy", "evvol")]
+        ("volume", "create", "evvol"), ("volume", "mount", "evvol"),
+        ("volume", "unmount", "evvol"), ("volume", "destroy", "evvol")]
     assert evs[0]["Actor"]["Attributes"] == {"driver": "local"}
+    cid = evs[1]["Actor"]["Attributes"]["container"]
+    assert len(cid) == 64
+    assert evs[1]["Actor"]["Attributes"] == {"driver": "local", "container": cid,
+                                             "destination": "/ev", "propagation": "",
+                                             "read/write": "false"}
+    assert evs[2]["Actor"]["Attributes"] == {"driver": "local", "container": cid}
 
 
 def test_mount_flag_options(sd, tmp_path):

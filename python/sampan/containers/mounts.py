@@ -421,7 +421,9 @@ def on_start(cid: str, shown: list[dict[str, Any]] | None, vols: Any) -> None:
     too) and counted as in use by a running container."""
     for m in shown or []:
         if m.get("Type") == "volume" and m.get("Name"):
-            vols.activate(m["Name"], cid)
+            vols.activate(m["Name"], cid, {
+                "destination": m["Destination"], "propagation": m.get("Propagation") or "",
+                "read/write": "true" if m.get("RW", True) else "false"})
 
 
 def on_stop(cid: str, vols: Any) -> None:
