@@ -307,3 +307,71 @@ def test_exec_mode(kind, base):
         from sampan import _runtime
         _runtime.Container.load(m.id, str(m.root)).kill(9)
     assert m.wait_exit()["ExitCode"] == 137
+
+
+def start_exec(m: Mon, kind: str, eid: str, proc: dict, tty: bool, stdin: bool):
+    """An exec monitor up to "ready"; returns (control socket, connected client)."""
+    from monitorlib import REPO, monitor_cmd
+
+    (m.dir / f"exec-{eid}.json").write_text(json.dumps(
+        {"process": proc, "tty": tty, "stdin": stdin}))
+    ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    p = subprocess.Popen(monitor_cmd(kind) + ["exec", str(m.dir), m.id, str(m.root), eid,
+                                              str(theirs.fileno())],
+                         pass_fds=[theirs.fileno()], start_new_session=True, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    theirs.close()
+    p.wait()
+    ctl.settimeout(30)
+    assert json.loads(ctl.recv(65536)).get("ready") is True
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c.settimeout(30)
+    c.connect(str(m.dir / f"exec-{eid}.sock"))
+    return ctl, c
+
+
+@pytest.mark.parametrize("kind", [KINDS[0], pytest.param("python", marks=pytest.mark.xfail(
+    reason="the Python monitor drops exec stdin that arrives before the process runs"))])
+def test_exec_stdin_sent_before_start(kind, base):
+    """docker exec -i: the client's input may arrive before the process runs; none is lost,
+    and its end is the process's EOF."""
+    m = Mon(kind, base, ["sleep", "60"])
+    m.start()
+    try:
+        proc = {"args": ["sh", "-c", "cat; echo end"], "cwd": "/", "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0}}
+        ctl, c = start_exec(m, kind, "s" + "0" * 11, proc, False, True)
+        c.send(b"\x00early input\n")
+        c.send(b"\x01")
+        time.sleep(0.2)  # the monitor has read both before it is told to start
+        ctl.send(b'{"start": true}')
+        assert json.loads(ctl.recv(65536)).get("pid", 0) > 0
+        assert joined(read_all(c), 1) == b"early input\nend\n"
+    finally:
+        from sampan import _runtime
+        _runtime.Container.load(m.id, str(m.root)).kill(9)
+    m.wait_exit()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_input_before_start_and_resize_order(kind, base):
+    """Input sent while the monitor waits for the start reaches the process; a resize sent on
+    a connection of its own is applied before stdin another client sends afterwards."""
+    m = Mon(kind, base, ["sh", "-c", "read a; stty size; read b; stty size; echo $a-$b"],
+            tty=True, stdin=True)
+    a = m.attach()
+    a.send(b"\x00one\n")
+    time.sleep(0.2)
+    m.start()
+    out = b""
+    while b"\n" not in out.replace(b"one\r\n", b"") or b" " not in out:
+        out += a.recv(65536)[1:]
+    r = m.attach()
+    r.send(b"\x0211 22")
+    r.close()
+    a.send(b"\x00two\n")
+    out += joined(read_all(a))
+    text = out.replace(b"\r\n", b"\n")
+    assert b"11 22\none-two" in text, text
+    m.wait_exit()

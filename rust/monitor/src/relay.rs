@@ -77,6 +77,8 @@ pub struct Relay {
     stdin_buf: Vec<u8>,
     stdin_closing: bool,
     stdin_once: bool,
+    /// An exec's stdin arrives after its start; what clients send before is kept for it.
+    stdin_later: Option<bool>,
     master: c_int,
     pub log: Option<JsonLog>,
     pidfd: c_int,
@@ -94,6 +96,7 @@ impl Relay {
             stdin_buf: Vec::new(),
             stdin_closing: false,
             stdin_once,
+            stdin_later: None,
             master: -1,
             log,
             pidfd: -1,
@@ -110,6 +113,13 @@ impl Relay {
     pub fn set_stdin(&mut self, fd: c_int) {
         sys::set_nonblock(fd);
         self.stdin = fd;
+        self.stdin_later = None;
+        self.write_stdin();
+    }
+
+    /// The process gets a stdin once it runs (`tty`: a pty); keep client input until then.
+    pub fn expect_stdin(&mut self, tty: bool) {
+        self.stdin_later = Some(tty);
     }
 
     /// A tty: one fd for output, input and resizes.
@@ -117,7 +127,7 @@ impl Relay {
         self.master = fd;
         self.add_output(fd, 1);
         if stdin {
-            self.stdin = fd;
+            self.set_stdin(fd);
         }
     }
 
@@ -141,10 +151,10 @@ impl Relay {
         r == 0 && unsafe { info.si_pid() } == self.pid
     }
 
-    /// Take the clients already waiting and what they sent (an initial tty size, stdin),
-    /// without blocking: called before the process starts.
-    pub fn pump(&mut self) {
-        let mut buf = vec![0u8; CHUNK + 1];
+    /// Accept every pending connection, handling what each already sent at once (before any
+    /// other client is read again): a resize on a connection of its own takes effect before
+    /// stdin that another client sends after it.
+    fn accept_all(&mut self, buf: &mut [u8]) {
         while let Some(fd) = sys::accept(self.listen) {
             self.clients.push(Client {
                 fd,
@@ -153,10 +163,57 @@ impl Relay {
                 wrote_stdin: false,
                 dead: false,
             });
+            let i = self.clients.len() - 1;
+            self.client_input(i, buf);
         }
-        for i in 0..self.clients.len() {
-            self.client_input(i, &mut buf);
+    }
+
+    /// Serve the attach socket (connections, stdin, resizes) until `fd` is readable: the wait
+    /// for the daemon's start.
+    pub fn serve_until(&mut self, fd: c_int) {
+        let mut buf = vec![0u8; CHUNK + 1];
+        loop {
+            let mut pfds = vec![
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.listen,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let want_in = self.stdin_buf.len() < STDIN_BUFFER;
+            for c in &self.clients {
+                pfds.push(libc::pollfd {
+                    fd: c.fd,
+                    events: if want_in { libc::POLLIN } else { 0 },
+                    revents: 0,
+                });
+            }
+            sys::poll(&mut pfds, -1);
+            if pfds[0].revents != 0 {
+                break;
+            }
+            if pfds[1].revents != 0 {
+                self.accept_all(&mut buf);
+            }
+            for i in 0..pfds.len() - 2 {
+                if pfds[2 + i].revents != 0 {
+                    self.client_input(i, &mut buf);
+                }
+            }
+            self.clients.retain(|c| {
+                if c.dead {
+                    sys::close(c.fd);
+                }
+                !c.dead
+            });
         }
+        // Connections made just before the start get everything from the first byte.
+        self.accept_all(&mut buf);
     }
 
     /// Until the process exited and all its output reached EOF.
@@ -202,16 +259,10 @@ impl Relay {
             };
             sys::poll(&mut pfds, timeout);
 
+            // New connections first: what they hold (a resize) goes before stdin that
+            // other clients sent after it.
             if pfds[0].revents & libc::POLLIN != 0 {
-                while let Some(fd) = sys::accept(self.listen) {
-                    self.clients.push(Client {
-                        fd,
-                        queue: VecDeque::new(),
-                        queued: 0,
-                        wrote_stdin: false,
-                        dead: false,
-                    });
-                }
+                self.accept_all(&mut buf);
             }
             let nc = pfds.len() - 3 - no;
             for i in 0..nc {
@@ -223,8 +274,8 @@ impl Relay {
                     self.client_input(i, &mut buf);
                 }
             }
-            // Output after client input, and only from clients accepted before this poll:
-            // a client sees what the container wrote from the moment it connected.
+            // Output after client input and new clients: a client sees what the container
+            // wrote from the moment it connected.
             let mut i = 0;
             let mut k = 0;
             while i < self.outputs.len() {
@@ -308,7 +359,9 @@ impl Relay {
                 Ok(Some(n)) => n,
             };
             match buf[0] {
-                KIND_STDIN if self.stdin >= 0 && !self.stdin_closing => {
+                KIND_STDIN
+                    if (self.stdin >= 0 || self.stdin_later.is_some()) && !self.stdin_closing =>
+                {
                     self.stdin_buf.extend_from_slice(&buf[1..n]);
                     self.clients[i].wrote_stdin = true;
                     self.write_stdin();
@@ -329,6 +382,11 @@ impl Relay {
     /// EOF to the container once what clients sent is written. A pty cannot be half-closed:
     /// there the close is ignored (detaching from `docker run -it` leaves the shell running).
     fn close_stdin(&mut self) {
+        if let Some(tty) = self.stdin_later {
+            // Closed before the process runs: it gets what was sent, then EOF.
+            self.stdin_closing = !tty;
+            return;
+        }
         if self.stdin < 0 || self.stdin_closing || self.stdin == self.master {
             return;
         }

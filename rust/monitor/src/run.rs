@@ -279,19 +279,19 @@ pub fn run(args: &[String]) -> i32 {
         -1
     };
     let me = std::process::id();
-    send(fd, &json!({"created": true, "pid": c.pid(), "monitor": me}));
-    if !started(&recv(fd)) {
-        let _ = c.delete(true);
-        sys::close(master);
-        return fail(
-            "the daemon went away before starting the container".into(),
-            Some(&mut io),
-        );
-    }
     let mut relay = Relay::new(listen, log, flag(&opts, "stdin_once"));
     io.into_relay(&mut relay, master, stdin);
     relay.watch(c.pid());
-    relay.pump();
+    send(fd, &json!({"created": true, "pid": c.pid(), "monitor": me}));
+    relay.serve_until(fd);
+    if !started(&recv(fd)) {
+        let _ = c.delete(true);
+        relay.finish(0);
+        return fail(
+            "the daemon went away before starting the container".into(),
+            None,
+        );
+    }
     if let Err(e) = c.start() {
         let _ = c.delete(true);
         relay.finish(0);
@@ -369,16 +369,22 @@ pub fn exec(args: &[String]) -> i32 {
         Err(e) => return fail(format!("listen on {sock}: {e}")),
     };
     let me = std::process::id();
+    // stdin_once: an exec's stdin ends with its client's.
+    let mut relay = Relay::new(listen, None, true);
+    if stdin {
+        relay.expect_stdin(tty);
+    }
     send(fd, &json!({"ready": true, "monitor": me}));
+    relay.serve_until(fd);
     if !started(&recv(fd)) {
-        sys::close(listen);
+        relay.finish(0);
         let _ = std::fs::remove_file(&sock);
         return fail("the daemon went away before starting the exec".into());
     }
     let c = match Container::load(std::path::Path::new(root), id) {
         Ok(c) => c,
         Err(e) => {
-            sys::close(listen);
+            relay.finish(0);
             let _ = std::fs::remove_file(&sock);
             return fail(e.to_string());
         }
@@ -412,7 +418,7 @@ pub fn exec(args: &[String]) -> i32 {
         Err(e) => {
             restore(&mut io);
             io.abandon();
-            sys::close(listen);
+            relay.finish(0);
             let _ = std::fs::remove_file(&sock);
             return fail(e.to_string());
         }
@@ -430,7 +436,6 @@ pub fn exec(args: &[String]) -> i32 {
     } else {
         -1
     };
-    let mut relay = Relay::new(listen, None, true);
     io.into_relay(&mut relay, master, stdin);
     relay.watch(pid);
     send(fd, &json!({ "pid": pid }));
