@@ -94,12 +94,18 @@ def test_log_bytes_like_python_json(kind, base):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_long_lines_split_at_16k(kind, base):
-    m = Mon(kind, base, ["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' a"])
+@pytest.mark.parametrize("newline", [False, True])
+def test_long_lines_split_at_16k(kind, base, newline, request):
+    if kind == "python" and newline:
+        request.applymarker(pytest.mark.xfail(
+            reason="the Python monitor splits only what it holds without a newline"))
+    # With the newline: one write of the whole line, so the monitor reads it all at once.
+    m = Mon(kind, base, ["sh", "-c", "x=$(head -c 40000 /dev/zero | tr '\\0' a); echo "
+                         + ('"$x"' if newline else '-n "$x"')])
     m.start()
     m.wait_exit()
     entries = m.log_entries()
-    assert "".join(e["log"] for e in entries) == "a" * 40000
+    assert "".join(e["log"] for e in entries) == "a" * 40000 + ("\n" if newline else "")
     assert all(len(e["log"]) <= 16 * 1024 for e in entries)
 
 
