@@ -233,6 +233,34 @@ def test_failing_healthcheck_becomes_unhealthy_with_its_log(sd):
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
 
+def test_healthcheck_start_period(sd):
+    """Failures in the start period do not count; probes run every start interval then."""
+    cid = _run_d(sd, "--health-cmd", "exit 1", "--health-interval", "300ms",
+                 "--health-start-period", "2s", "--health-start-interval", "100ms",
+                 "--health-retries", "1", "busybox", "sleep", "1000")
+    try:
+        doc = _until(lambda: (lambda x: x if len(x["State"]["Health"]["Log"]) >= 2 else None)(
+            _inspect(sd, cid)), step=0.05)
+        h = doc["State"]["Health"]
+        started = doc["State"]["StartedAt"]
+        if h["Log"][-1]["End"] <= _plus(started, 1.8):
+            assert h["Status"] == "starting" and h["FailingStreak"] == 0
+        doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "unhealthy"
+                              else None)(_inspect(sd, cid)))
+        # with one retry and no start period the first probe (0.3 s) would have done it
+        first_fail = doc["State"]["Health"]["Log"][-1]["End"]
+        assert first_fail >= _plus(started, 2.0)
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
+
+
+def _plus(rfc3339: str, seconds: float) -> str:
+    from sampan.containers.store import parse_rfc3339
+
+    t = parse_rfc3339(rfc3339) + seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
 def test_healthcheck_timeout_and_output_cap(sd):
     cid = _run_d(sd, "--health-cmd", "head -c 10000 /dev/zero | tr '\\0' x; sleep 5",
                  "--health-interval", "200ms", "--health-timeout", "500ms",
