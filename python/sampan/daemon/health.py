@@ -105,7 +105,9 @@ def start(c: Any, rec: Any, resume: bool = False) -> None:
     own = rec.doc["Config"].get("Healthcheck") or {}
     if (own.get("Test") or [""])[0] == "NONE":
         return
-    image_hc = _image_healthcheck(c, rec)
+    # a start copied the image's healthcheck into Config: a resume need not open the image
+    # store (an idle daemon does not)
+    image_hc = None if resume else _image_healthcheck(c, rec)
     if image_hc and not own:
         rec.doc["Config"]["Healthcheck"] = image_hc  # inspect shows it, as docker's does
     hc = effective(rec, image_hc)
