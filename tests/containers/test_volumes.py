@@ -577,6 +577,8 @@ def test_ps_volume_filter(sd):
         r = sd.sampan("ps", "-a", "-q", "--no-trunc", "--filter", f"volume={value}")
         assert r.stdout.split() == [c["Id"]], r.stderr
     assert sd.sampan("ps", "-a", "-q", "--filter", "volume=other").stdout == ""
+    r = sd.sampan("ps", "-a", "--filter", "volume=psvol", "--format", "{{.Mounts}}")
+    assert r.stdout == "psvol\n", r.stderr
     assert sd.request("DELETE", f"/containers/{c['Id']}")[0] == 204
     assert sd.request("DELETE", "/volumes/psvol")[0] == 204
 

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sampan.cli import format as fmt
+from sampan.cli import mount_opts
 from sampan.cli.networks_cmd import apply_network_options, network_options, ps_ports
 from sampan.cli.system_cmd import client, daemon_errors
 from sampan.client import APIError, ClientError
@@ -116,8 +117,6 @@ def _body(image: str, command: tuple[str, ...], o: dict[str, Any]) -> dict[str, 
         "NetworkMode": o["network"],
     }
     apply_network_options(body, o)
-    from sampan.cli import mount_opts
-
     mount_opts.apply(body, o["volume"], o["mounts"], o["tmpfs"], o["volumes_from"])
     from sampan.cli.exec_cmd import apply_interactive
 
@@ -302,7 +301,7 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> fmt.Row:
         "Ports": lambda: ps_ports(s),
         "Names": ",".join(n.lstrip("/") for n in s.get("Names") or []),
         "Labels": ",".join(f"{k}={v}" for k, v in (s.get("Labels") or {}).items()),
-        "Mounts": "",
+        "Mounts": lambda: mount_opts.ps_mounts(s, trunc),
         "Networks": ",".join((s.get("NetworkSettings") or {}).get("Networks") or {}),
         "Size": "0B",
     })

@@ -127,3 +127,14 @@ def apply(body: dict[str, Any], volumes: tuple[str, ...], mounts: tuple[str, ...
         host["Tmpfs"] = t
     if volumes_from:
         host["VolumesFrom"] = list(volumes_from)
+
+
+def ps_mounts(summary: dict[str, Any], trunc: bool) -> str:
+    """ps's MOUNTS column: volume names, else sources (docker's 15-character ellipsis)."""
+    out = []
+    for m in summary.get("Mounts") or []:
+        name = m.get("Name") or m.get("Source") or ""
+        if trunc and len(name) > 15:
+            name = name[:14] + "…"
+        out.append(name)
+    return ",".join(out)
