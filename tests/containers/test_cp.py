@@ -167,6 +167,9 @@ def test_put_rules(sd, box):
     assert st == 404
     st, _h, body = put_archive(sd, "cpbox", "/no/where", data)
     assert st == 404
+    for through_a_file in ("/dir/file/x", "/etc/hostname/x"):
+        assert get_archive(sd, "cpbox", through_a_file)[0] == 400
+        assert put_archive(sd, "cpbox", through_a_file, data)[0] == 400
     assert json.loads(body)["message"] == "Could not find the file /no/where in container cpbox"
     # noOverwriteDirNonDir
     st, _h, body = put_archive(sd, "cpbox", "/", make_tar([("dir", "f", b"x")]),
@@ -487,3 +490,14 @@ def test_cp_the_root(sd, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "root/bin/busybox").is_file() and (tmp_path / "root/etc/passwd").is_file()
     assert sd.request("DELETE", "/containers/rootcp")[0] == 204
+
+
+def test_paths_through_a_file_stopped(sd, box):
+    sd.request("POST", "/containers/cpbox/stop?t=0")
+    data = make_tar([("f", "f", b"x")])
+    for through_a_file in ("/dir/file/x", "/etc/hostname/x", "/vol/v.txt/x"):
+        assert sd.request("HEAD", f"/containers/cpbox/archive?path={q(through_a_file)}")[0] \
+            == 400
+        assert get_archive(sd, "cpbox", through_a_file)[0] == 400
+        assert put_archive(sd, "cpbox", through_a_file, data)[0] == 400
+    assert sd.request("POST", "/containers/cpbox/start")[0] == 204

@@ -166,7 +166,11 @@ class View:
                 if src is not None:
                     if last:
                         return self._mount_entry(src, name, vparts)
-                    stack.append(self.open_child(fd, tuple(vparts), name))
+                    try:
+                        stack.append(self.open_child(fd, tuple(vparts), name))
+                    except NotADirectoryError:
+                        raise InvalidArgument(f"{path}: {'/' + '/'.join(key)} is not a "
+                                              "directory") from None
                     vparts.append(name)
                     continue
                 try:
