@@ -168,3 +168,31 @@ def test_log_driver_none_and_unknown(sd):
     assert not log.exists() or log.stat().st_size == 0
     assert json.loads((log.parent / "monitor.json").read_text())["log"]["driver"] == "none"
     sd.docker("rm", "-f", "nolog")
+
+
+@needs_init
+def test_daemon_json_init_default(croot, busybox_archive):
+    """daemon.json "init": true makes --init the default; HostConfig.Init false still opts
+    out."""
+    from daemonlib import Daemon, mkdir
+
+    root = mkdir(croot / "init-default")
+    (root / "daemon.json").write_text(json.dumps({"init": True}))
+    d = Daemon(root, fake=False)
+    d.start()
+    try:
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200, body
+        for name, host, want in (("dflt", {}, "/sbin/docker-init"), ("off", {"Init": False},
+                                                                     "cat")):
+            st, r = d.json("POST", f"/containers/create?name={name}",
+                           {"Image": "busybox", "Cmd": ["cat", "/proc/1/cmdline"],
+                            "HostConfig": host})
+            assert st == 201, r
+            assert d.request("POST", f"/containers/{name}/start")[0] == 204
+            wait_exited(d, name)
+            st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
+            assert out[8:].split(b"\0")[0].decode() == want, out
+    finally:
+        stop_daemon(d)

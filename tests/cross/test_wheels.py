@@ -26,6 +26,7 @@ from elfinfo import (
 )
 
 EXT = "sampan/_runtime.abi3.so"
+MONITOR = "sampan/libexec/sampan-monitor"
 
 
 def _wheel(t: WheelTarget) -> zipfile.ZipFile:
@@ -103,6 +104,40 @@ def test_extension_needs_only_the_targets_libc(target):
         # musl's libc.so is its dynamic loader too; nothing glibc-versioned.
         assert elf.needed == ["libc.so"], elf.needed
         assert elf.verneed == {}, elf.verneed
+
+
+def test_monitor_is_a_static_executable_for_the_target(target, tmp_path):
+    """The monitor binary rides in every wheel (scripts/pep517/sampan_backend.py adds it):
+    executable, of the wheel's architecture and ABI, static (it also runs inside containers as
+    /sbin/docker-init); under qemu it runs, and as docker-init it reports a missing command
+    with 127."""
+    import subprocess
+
+    from crosslib import require_qemu
+
+    z = _wheel(target)
+    info = z.getinfo(MONITOR)
+    assert (info.external_attr >> 16) & 0o777 == 0o755
+    data = z.read(MONITOR)
+    elf = parse(data)
+    assert (elf.machine, elf.bits, elf.endian) == (target.machine, target.bits, target.endian)
+    assert elf.interp is None and elf.needed == [], (elf.interp, elf.needed)
+    if target.machine == EM_ARM and target.float_abi == "hard":
+        assert elf.flags & EF_ARM_ABI_FLOAT_HARD, hex(elf.flags)
+    if target.machine == EM_MIPS:
+        assert elf.flags & EF_MIPS_ABI == EF_MIPS_ABI_O32, hex(elf.flags)
+        assert elf.mips_fp_abi == target.float_abi, elf.mips_fp_abi
+    qemu = require_qemu(target)
+    exe = tmp_path / "docker-init"
+    exe.write_bytes(data)
+    exe.chmod(0o755)
+    r = subprocess.run([qemu, str(exe), "--", "/no/such/command"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 127, r.stderr
+    assert "/no/such/command" in r.stderr
+    r = subprocess.run([qemu, "-0", "sampan-monitor", str(exe)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "usage: sampan-monitor run" in r.stderr, r.stderr
 
 
 def test_every_wheel_carries_the_same_python_code():
