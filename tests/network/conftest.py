@@ -92,13 +92,18 @@ def nroot():
 class NetDaemon(Daemon):
     bridge: str = ""
     bip: ipaddress.IPv4Interface
+    extra_env: dict = {}
+
+    def env(self) -> dict:
+        return {**super().env(), **self.extra_env}
 
     def start_net(self) -> NetDaemon:
         return self.start("--bridge", self.bridge, "--bip", str(self.bip))  # type: ignore
 
 
-def make_daemon(root: Path, archive: bytes) -> NetDaemon:
+def make_daemon(root: Path, archive: bytes, env: dict | None = None) -> NetDaemon:
     d = NetDaemon(mkdir(root), fake=False)
+    d.extra_env = dict(env or {})
     d.bridge = uniq("stn")
     net = free_subnet()
     d.bip = ipaddress.IPv4Interface(f"{next(net.hosts())}/{net.prefixlen}")

@@ -178,14 +178,24 @@ class Nftables:
                 return
             self._nft("""
 table ip sampan {
-  chain forward { type filter hook forward priority filter; policy accept; }
-  chain isolation { }
-  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-                     fib daddr type local jump dnat }
-  chain output { type nat hook output priority -100; policy accept;
-                 fib daddr type local jump dnat }
-  chain dnat { }
-  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
+  chain ports {
+  }
+  chain isolation {
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local jump ports
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    fib daddr type local jump ports
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+  }
 }
 """)
             # `table … { chain … { rules } }` appends rules again on every run: keep one copy
@@ -267,7 +277,7 @@ table ip sampan {
         out: list[Rule] = []
         for p in ports:
             dst = f"ip daddr {p['host_ip']} " if p["host_ip"] not in ("", "0.0.0.0") else ""
-            out.append(("nft", "dnat",
+            out.append(("nft", "ports",
                         f"{dst}{p['proto']} dport {p['host_port']} dnat to "
                         f"{p['ip']}:{p['container_port']} "
                         f'comment "ep:{p["ip"]}:{p["container_port"]}/{p["proto"]}"'))
