@@ -501,3 +501,20 @@ def test_paths_through_a_file_stopped(sd, box):
         assert get_archive(sd, "cpbox", through_a_file)[0] == 400
         assert put_archive(sd, "cpbox", through_a_file, data)[0] == 400
     assert sd.request("POST", "/containers/cpbox/start")[0] == 204
+
+
+@pytest.mark.parametrize("compress", ["gzip", "bz2", "xz"])
+def test_put_compressed_archives(sd, box, compress):
+    import bz2
+    import gzip
+    import lzma
+
+    fn = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[compress]
+    data = fn(make_tar([(f"c-{compress}", "f", compress.encode())]))
+    st, _h, body = put_archive(sd, "cpbox", "/tmp", data)
+    assert st == 200, body
+    assert in_container(sd, "cat", f"/tmp/c-{compress}") == compress
+    st, _h, body = put_archive(sd, "cpbox", "/tmp", fn(make_tar([("/abs", "f", b"x")])))
+    assert st == 400 and b"absolute path refused" in body
+    st, _h, body = put_archive(sd, "cpbox", "/tmp", b"not a tar at all" * 64)
+    assert st == 400

@@ -142,9 +142,11 @@ def _extract(eng: Engine, rec: Any, path: str, spool: Any, no_over: bool, copy_i
     import stat as st_
 
     from sampan.containers.fsview import Forbidden, check_members, extract
+    from sampan.graph.unpack import decompressed
 
+    # docker takes the archive plain or compressed (gzip, bzip2, xz; zstd too here)
     spool.seek(0)
-    check_members(spool)
+    check_members(decompressed(spool)[0])
     owner = None
     with open_view(eng, rec) as view:
         if copy_ids and (rec.doc["Config"].get("User") or ""):
@@ -170,7 +172,7 @@ def _extract(eng: Engine, rec: Any, path: str, spool: Any, no_over: bool, copy_i
         if m is None and rec.doc["HostConfig"].get("ReadonlyRootfs"):
             raise Forbidden("container rootfs is marked read-only")
         spool.seek(0)
-        extract(view, dest, spool, no_over, owner)
+        extract(view, dest, decompressed(spool)[0], no_over, owner)
 
 
 def _container_user(view: Any, user: str) -> tuple[int, int]:
