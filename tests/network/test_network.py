@@ -320,3 +320,20 @@ def test_connect_running_container(nd, nets, fake_dns):
         assert "1 packets received" in r.stdout
     finally:
         nd.sampan("rm", "-f", name)
+
+
+def test_internal_network_has_no_way_out(nd, fake_dns):
+    net, sub = uniq("int"), free_subnet()
+    assert nd.sampan("network", "create", "--internal", "--subnet", str(sub),
+                     net).returncode == 0
+    peer = uniq("peer")
+    try:
+        assert nd.sampan("run", "-d", "--name", peer, "--network", net, "busybox", "sleep",
+                         "30").returncode == 0
+        r = run(nd, "--network", net, *DNS, "busybox", "sh", "-c",
+                f"ip route; ping -c1 -W2 {peer}")
+        assert "default" not in r.stdout and "1 packets received" in r.stdout
+        assert nd.json("GET", f"/networks/{net}")[1]["Internal"] is True
+    finally:
+        nd.sampan("rm", "-f", peer)
+        nd.sampan("network", "rm", net)
