@@ -201,3 +201,24 @@ def test_kill9_then_restart_reconciles(d):
     for n in (keep, die):
         assert d.sampan("rm", "-f", n).returncode == 0
     assert settle(d, before, [sub]) == before
+
+
+def test_bridge_none_gives_containers_no_network(nroot, busybox_archive):
+    from conftest import NetDaemon
+    from daemonlib import mkdir
+
+    d = NetDaemon(mkdir(nroot / uniq("bnone-")), fake=False)
+    d.start("--bridge", "none")
+    try:
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200
+        r = d.sampan("run", "--rm", "busybox", "ip", "-o", "link")
+        assert r.returncode == 0, r.stderr
+        assert [ln.split(":")[1].strip() for ln in r.stdout.splitlines()] == ["lo"]
+        r = d.sampan("run", "--rm", "--network", "bridge", "busybox", "true")
+        assert r.returncode == 125 and "disabled" in r.stderr
+        assert subprocess.run(["ip", "link", "show", "none"],
+                              capture_output=True).returncode != 0
+    finally:
+        d.stop()

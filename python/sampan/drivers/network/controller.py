@@ -523,8 +523,14 @@ class NetworkController:
         else:
             primary = "bridge" if mode == "default" else mode
             if primary == "bridge" and self.bridge_name == "none":
-                raise InvalidArgument("the default bridge is disabled (sampand --bridge none)")
+                if mode != "default":
+                    raise InvalidArgument("the default bridge is disabled (sampand --bridge "
+                                          "none)")
+                primary = "none"  # dockerd -b none: containers get no network by default
             names = [primary] + [k for k in netcfg if k != primary and k != mode]
+            if primary == "none":
+                nets["none"] = self._settings(self.get("none"), [])
+                names = []
             for nm in names:
                 net = self.get(nm)
                 ecfg = netcfg.get(nm) or netcfg.get(mode) if nm == primary else netcfg.get(nm)
@@ -624,6 +630,8 @@ class NetworkController:
         host = doc["HostConfig"]
         mode = host.get("NetworkMode") or "default"
         self.detach(rec)  # the remains of an unclean stop, if any
+        if mode == "default" and self.bridge_name == "none":
+            mode = "none"
         if mode in ("host", "none"):
             if mode == "none" or host.get("Dns") or host.get("DnsSearch") or \
                     host.get("DnsOptions"):
