@@ -333,17 +333,19 @@ class VolumeStore:
             names = [n for n, m in self.vols.items()
                      if not self.refs.get(n) and self._match(m, filters)
                      and (all_ or ANON_LABEL in (m.get("Labels") or {}))]
-            for n in names:
-                try:
-                    size = dir_size(self.path(n))
-                except OSError:
-                    size = 0
-                try:
-                    self.remove(n)
-                except (Conflict, SampanError):
-                    continue
-                deleted.append(n)
-                space += size
+        # sizes outside the lock (a big volume takes a while; exits take the lock too);
+        # remove checks again that nothing uses the volume
+        for n in names:
+            try:
+                size = dir_size(self.path(n))
+            except OSError:
+                size = 0
+            try:
+                self.remove(n)
+            except (Conflict, NotFound, SampanError):
+                continue
+            deleted.append(n)
+            space += size
         return {"VolumesDeleted": deleted or None, "SpaceReclaimed": space}
 
     def df(self) -> list[dict[str, Any]]:
