@@ -518,3 +518,22 @@ def test_put_compressed_archives(sd, box, compress):
     assert st == 400 and b"absolute path refused" in body
     st, _h, body = put_archive(sd, "cpbox", "/tmp", b"not a tar at all" * 64)
     assert st == 400
+
+
+def test_put_keeps_xattrs_but_never_overlay_ones(sd, box):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ti = tarfile.TarInfo("withx")
+        ti.size = 1
+        ti.pax_headers = {"SCHILY.xattr.user.note": "kept",
+                          "SCHILY.xattr.trusted.overlay.opaque": "y"}
+        tar.addfile(ti, io.BytesIO(b"x"))
+    sd.request("POST", "/containers/cpbox/stop?t=0")  # the file lands in the overlay's upper
+    st, _h, body = put_archive(sd, "cpbox", "/tmp", buf.getvalue())
+    assert st == 200, body
+    merged = sd.json("GET", "/containers/cpbox/json")[1]["GraphDriver"]["Data"]["MergedDir"]
+    path = os.path.join(merged, "tmp/withx")
+    assert os.getxattr(path, "user.note") == b"kept"
+    upper = os.path.join(os.path.dirname(merged), "diff", "tmp", "withx")
+    assert "trusted.overlay.opaque" not in os.listxattr(upper)
+    assert sd.request("POST", "/containers/cpbox/start")[0] == 204

@@ -496,6 +496,18 @@ def extract(view: View, dest: str, reader: Any, no_overwrite_dir_nondir: bool = 
             e.close()
 
 
+def _set_xattrs(fd: int, m: Any) -> None:
+    for key, value in (getattr(m, "xattrs", None) or {}).items():
+        # overlay metadata would steer the container's overlay mount: never from an upload
+        if key.startswith(("trusted.overlay.", "user.overlay.")):
+            continue
+        try:
+            os.setxattr(fd, key, value)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EINVAL):
+                raise
+
+
 def _rebase(name: str, old: str, new: str) -> str:
     parts = [p for p in name.split("/") if p not in ("", ".")] if old != "." else \
         ["."] + [p for p in name.split("/") if p not in ("", ".")]
@@ -538,6 +550,7 @@ def _apply(view: View, tar: Any, m: Any, e: Entry, vpath: str, base: str, no_ove
                     view_ = view_[n:]
             os.fchown(fd, uid, gid)
             os.fchmod(fd, m.mode & 0o7777)
+            _set_xattrs(fd, m)  # after the chown, which clears security.capability
             os.utime(fd, (m.mtime, m.mtime))
         finally:
             os.close(fd)
