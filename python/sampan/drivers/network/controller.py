@@ -642,6 +642,7 @@ class NetworkController:
         if mode.startswith("container:"):
             return  # resources.refresh_joins points it at the other container's namespace
         cid = rec.id
+        t0 = time.perf_counter()
         nets = doc["NetworkSettings"]["Networks"]
         ep: dict[str, Any] = {"cid": cid, "name": rec.name, "netns": str(self.netns_path(cid)),
                               "ifaces": [], "ports": [], "rules": [], "links": {},
@@ -684,6 +685,8 @@ class NetworkController:
         except BaseException:
             self.detach(rec)
             raise
+        log.debug("container %s: network set up in %.1f ms", cid[:12],
+                  (time.perf_counter() - t0) * 1e3)
 
     def _setup_netns(self, ep: dict[str, Any]) -> None:
         from sampan.drivers.network.netlink import Netlink
