@@ -537,3 +537,24 @@ def test_put_keeps_xattrs_but_never_overlay_ones(sd, box):
     upper = os.path.join(os.path.dirname(merged), "diff", "tmp", "withx")
     assert "trusted.overlay.opaque" not in os.listxattr(upper)
     assert sd.request("POST", "/containers/cpbox/start")[0] == 204
+
+
+def test_file_capabilities_survive_cp_both_ways(sd, box, tmp_path):
+    import subprocess
+
+    if shutil.which("setcap") is None:
+        pytest.skip("no setcap")
+    f = tmp_path / "capped"
+    f.write_bytes(b"#!/bin/sh\n")
+    subprocess.run(["setcap", "cap_net_raw+ep", str(f)], check=True)
+    cap = os.getxattr(f, "security.capability")
+    r = sd.sampan("cp", str(f), "cpbox:/tmp/capped")
+    assert r.returncode == 0, r.stderr
+    st, h, body = get_archive(sd, "cpbox", "/tmp/capped")
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        (m,) = tar.getmembers()
+        raw = m.pax_headers["SCHILY.xattr.security.capability"]
+        assert raw.encode("utf-8", "surrogateescape") == cap
+    r = sd.sampan("cp", "-a", "cpbox:/tmp/capped", str(tmp_path / "back"))
+    assert r.returncode == 0, r.stderr
+    assert os.getxattr(tmp_path / "back", "security.capability") == cap

@@ -300,8 +300,13 @@ def path_stat(view: View, path: str) -> dict[str, Any]:
 # -------------------------------------------------------------------- tar out
 
 
-def _header(name: str, st: os.stat_result, kind: bytes, linkname: str = "") -> bytes:
+def _header(name: str, st: os.stat_result, kind: bytes, linkname: str = "",
+            xattrs: dict[str, bytes] | None = None) -> bytes:
     ti = tarfile.TarInfo(name)
+    if xattrs:
+        # binary values go through surrogateescape: tarfile writes them back byte for byte
+        ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                          for k, v in xattrs.items()}
     ti.type = kind
     ti.mode = stat.S_IMODE(st.st_mode)
     ti.uid, ti.gid = st.st_uid, st.st_gid
@@ -312,6 +317,14 @@ def _header(name: str, st: os.stat_result, kind: bytes, linkname: str = "") -> b
     if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
         ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
     return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _capability(fd: int) -> dict[str, bytes] | None:
+    """File capabilities, the one xattr docker's archives carry."""
+    try:
+        return {"security.capability": os.getxattr(fd, "security.capability")}
+    except OSError:
+        return None
 
 
 def _file_data(fd: int, size: int) -> Iterator[bytes]:
@@ -392,7 +405,7 @@ def _tar_one(view: View, dfd: int, real: str, vparts: tuple[str, ...], st: os.st
                 return
             if st.st_nlink > 1:
                 links[key] = name
-            yield _header(name, fst, tarfile.REGTYPE)
+            yield _header(name, fst, tarfile.REGTYPE, xattrs=_capability(fd))
             yield from _file_data(fd, fst.st_size)
         finally:
             os.close(fd)
