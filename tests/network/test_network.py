@@ -229,6 +229,9 @@ def test_default_bridge_address_gateway_and_mtu(nd):
 def test_none_host_and_container_modes(nd):
     r = run(nd, "--network", "none", "busybox", "ip", "-o", "link")
     assert [ln.split(":")[1].strip() for ln in r.stdout.splitlines()] == ["lo"]
+    r = run(nd, "--network", "host", "--add-host", "extra.test:10.1.1.1", "busybox", "cat",
+            "/etc/hosts")
+    assert "10.1.1.1\textra.test" in r.stdout
     r = run(nd, "--network", "host", "busybox", "ip", "-o", "link")
     with open("/proc/net/route") as f:  # the host's default route's interface is there
         dev = next(ln.split()[0] for ln in f if ln.split()[1] == "00000000")

@@ -636,8 +636,9 @@ class NetworkController:
             if mode == "none" or host.get("Dns") or host.get("DnsSearch") or \
                     host.get("DnsOptions"):
                 self._write_resolv(rec, [], host)
-            if host.get("ExtraHosts") and mode == "none":
-                self._write_hosts(rec, [], {})
+            if host.get("ExtraHosts"):
+                self._write_hosts(rec, [], {}, base=_read_text("/etc/hosts")
+                                  if mode == "host" else DEFAULT_HOSTS)
             return
         if mode.startswith("container:"):
             return  # resources.refresh_joins points it at the other container's namespace
@@ -837,10 +838,10 @@ class NetworkController:
 
     # ------------------------------------------------------------------ /etc files
 
-    def _write_hosts(self, rec: Any, ifaces: list[dict[str, Any]], links: dict[str, Any]
-                     ) -> None:
+    def _write_hosts(self, rec: Any, ifaces: list[dict[str, Any]], links: dict[str, Any],
+                     base: str = DEFAULT_HOSTS) -> None:
         host = rec.doc["HostConfig"]
-        lines = [DEFAULT_HOSTS]
+        lines = [base if base.endswith("\n") or not base else base + "\n"]
         gw = ifaces[0]["gateway"] if ifaces else ""
         for h in host.get("ExtraHosts") or []:
             name, _, ip = str(h).partition(":")
@@ -1101,6 +1102,13 @@ class NetworkController:
                     ep["ifaces"].remove(iface)
                     self._save_ep(ep)
         del nets[net["Name"]]
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _veth_name() -> str:
