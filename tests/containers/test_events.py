@@ -210,3 +210,25 @@ def test_pause_unpause_update_events(sd):
         assert acts == ["create", "start", "pause", "unpause", "update"], acts
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
+
+
+def test_network_events(sd):
+    t0 = time.time()
+    st, net = sd.json("POST", "/networks/create", {"Name": "evnet", "Driver": "bridge"})
+    assert st == 201, net
+    cid = sd.sampan("run", "-d", "busybox", "sleep", "1000").stdout.strip()
+    try:
+        st, body = sd.json("POST", "/networks/evnet/connect", {"Container": cid})
+        assert st == 200, body
+        st, body = sd.json("POST", "/networks/evnet/disconnect", {"Container": cid})
+        assert st == 200, body
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
+        assert sd.request("DELETE", "/networks/evnet")[0] == 204
+    evs = _events(sd, f"{t0:.9f}", f"{time.time() + 0.3:.9f}", type="network",
+                  network="evnet")
+    assert [e["Action"] for e in evs] == ["create", "connect", "disconnect", "destroy"]
+    assert all(e["Actor"]["ID"] == net["Id"] for e in evs)
+    assert evs[0]["Actor"]["Attributes"] == {"name": "evnet", "type": "bridge"}
+    assert evs[1]["Actor"]["Attributes"]["container"] == cid
+    assert "status" not in evs[0]  # the legacy fields are for containers and images only

@@ -62,7 +62,26 @@ async def list_(req: Request, eng: Engine) -> Response:
 async def create(req: Request, eng: Engine) -> Response:
     body = await req.json({})
     net = await blocking(controller(eng).create, body)
+    _event(eng, "create", net["Id"])
     return json_response({"Id": net["Id"], "Warning": ""}, 201)
+
+
+def _event(eng: Engine, action: str, ref: str, **extra: Any) -> dict[str, Any]:
+    """A network event as docker's (Actor: the network's id; name and type attributes).
+    Returns what it knew of the network, for a destroy to name it after it is gone."""
+    from sampan.daemon.events import emit
+
+    known = extra.pop("_known", None)
+    try:
+        if known is None:
+            ctl = controller(eng)
+            known = ctl.inspect(ctl.get(ref))
+    except Exception:  # noqa: BLE001 - an event names what it can
+        known = {"Id": ref, "Name": ref, "Driver": ""}
+    if action:
+        emit(eng, "network", action, known.get("Id", ref),
+             {"name": known.get("Name", ref), "type": known.get("Driver", ""), **extra})
+    return known
 
 
 async def inspect(req: Request, eng: Engine) -> Response:
@@ -71,7 +90,9 @@ async def inspect(req: Request, eng: Engine) -> Response:
 
 
 async def delete(req: Request, eng: Engine) -> Response:
+    known = _event(eng, "", req.params["id"])
     await blocking(controller(eng).remove, req.params["id"])
+    _event(eng, "destroy", req.params["id"], _known=known)
     return empty(204)
 
 
@@ -104,6 +125,7 @@ async def connect(req: Request, eng: Engine) -> Response:
             rec.save()
 
     await blocking(work)
+    _event(eng, "connect", req.params["id"], container=rec.id)
     return empty(200)
 
 
@@ -118,4 +140,5 @@ async def disconnect(req: Request, eng: Engine) -> Response:
             rec.save()
 
     await blocking(work)
+    _event(eng, "disconnect", req.params["id"], container=rec.id)
     return empty(200)
