@@ -9,7 +9,6 @@ and ends; the other threads never leave the host's namespace."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import threading
@@ -24,15 +23,24 @@ _libc: Any = None
 
 
 def _c() -> Any:
+    """libc through ctypes, imported on first use (an idle daemon does not pay for it)."""
     global _libc
     if _libc is None:
+        import ctypes
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
+
+
 def _check(rc: int, what: str) -> None:
     if rc != 0:
-        e = ctypes.get_errno()
+        e = _errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
 
@@ -92,7 +100,7 @@ def remove(path: Path) -> None:
     """Unpin and delete; the namespace (with its interfaces) goes when nothing holds it."""
     rc = _c().umount2(str(path).encode(), MNT_DETACH)
     if rc != 0:
-        e = ctypes.get_errno()
+        e = _errno()
         if e not in (errno.EINVAL, errno.ENOENT):
             raise OSError(e, f"umount {path}: {os.strerror(e)}")
     try:
