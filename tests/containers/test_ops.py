@@ -306,3 +306,21 @@ def test_update_memory_above_the_swap_limit_is_409(sd):
             == str(256 << 20)
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
+
+
+def test_update_cpus_replaces_quota_and_period(sd):
+    cid = _run_d(sd, "--cpu-quota", "20000", "--cpu-period", "100000", "busybox", "sleep",
+                 "1000")
+    try:
+        st, body = sd.json("POST", f"/containers/{cid}/update", {"NanoCpus": 1_500_000_000})
+        assert st == 200, body
+        h = _inspect(sd, cid)["HostConfig"]
+        assert (h["NanoCpus"], h["CpuQuota"], h["CpuPeriod"]) == (1_500_000_000, 0, 0)
+        quota = Path("/sys/fs/cgroup/cpu/sampan") / cid / "cpu.cfs_quota_us"
+        if quota.exists():
+            assert quota.read_text().strip() == "150000"
+        # and a quota cannot be set on top of NanoCpus
+        st, body = sd.json("POST", f"/containers/{cid}/update", {"CpuQuota": 50000})
+        assert st == 409, body
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")

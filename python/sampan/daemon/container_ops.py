@@ -456,8 +456,7 @@ async def update(req: Request, eng: Engine) -> Response:
                            "already set memoryswap limit, update the memoryswap at the same "
                            "time")
     if "NanoCpus" in given:
-        merged.pop("CpuPeriod", None)
-        merged.pop("CpuQuota", None)
+        merged["CpuPeriod"] = merged["CpuQuota"] = 0  # NanoCpus says both
     if "CpuQuota" in given or "CpuPeriod" in given:
         if host.get("NanoCpus") and "NanoCpus" not in given:
             raise Conflict("Cannot update container: Conflicting options: CPU Quota cannot be "
