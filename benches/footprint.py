@@ -161,12 +161,9 @@ def build_host_wheel(out: Path) -> Path:
 
 
 def idle_rss(starts: int) -> list[int]:
-    for p in (REPO / "tests" / "images", REPO / "tests" / "daemon"):
+    # this tree's sampand, not an installed copy (daemonlib runs the sampan it imports)
+    for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python"):
         sys.path.insert(0, str(p))
-    try:
-        import sampan  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO / "python"))
     from daemonlib import Daemon
 
     out = []
