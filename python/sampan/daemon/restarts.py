@@ -126,8 +126,9 @@ def on_exit(c: Any, rec: Any) -> None:
 
     health.stop(c, rec)
     st = rec.state
-    if st.get("Paused"):
+    if st.get("Paused"):  # it died frozen (killed from outside): it is not paused any more
         st["Paused"] = False
+        rec.save()
     if st.get("OOMKilled"):
         emit_container(c.eng, rec, "oom")
     started = parse_rfc3339(st.get("StartedAt", ""))
