@@ -53,12 +53,10 @@ from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for p in (REPO / "tests" / "images", REPO / "tests" / "daemon"):
+# this tree's sampan (and so this tree's sampand, which daemonlib starts from the sampan it
+# imports), not an installed copy
+for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python"):
     sys.path.insert(0, str(p))
-try:
-    import sampan  # noqa: F401
-except ImportError:  # a source tree that was not installed
-    sys.path.insert(0, str(REPO / "python"))
 
 MB = 1_000_000
 MiB = 1 << 20
