@@ -31,12 +31,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for p in (REPO / "tests" / "images", REPO / "tests" / "daemon"):
+# this tree's sampand (daemonlib starts the sampan it imports), not an installed copy
+for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python"):
     sys.path.insert(0, str(p))
-try:
-    import sampan  # noqa: F401
-except ImportError:  # a source tree that was not installed
-    sys.path.insert(0, str(REPO / "python"))
 
 GOAL_MIB = 25
 DOCKER_MIB = 111
