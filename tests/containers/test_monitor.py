@@ -381,3 +381,19 @@ def test_run_input_before_start_and_resize_order(kind, base):
     text = out.replace(b"\r\n", b"\n")
     assert b"11 22\none-two" in text, text
     m.wait_exit()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_held_by_survivors_of_the_init(kind, base):
+    """Without a pid namespace of its own, a background process outlives the init and keeps
+    its stdout open: the monitor still finishes (what is left of the container is killed, as
+    runc does at delete) and records the init's status."""
+    namespaces = [{"type": t} for t in ("network", "ipc", "uts", "mount")]
+    m = Mon(kind, base, ["sh", "-c", "sleep 300 & echo bye; exit 4"],
+            linux={"namespaces": namespaces})
+    a = m.attach()
+    m.start()
+    ex = m.wait_exit(15)
+    assert ex["ExitCode"] == 4
+    assert joined(read_all(a), 1) == b"bye\n"
+    assert [e["log"] for e in m.log_entries()] == ["bye\n"]

@@ -16,6 +16,9 @@ pub const CLIENT_BUFFER: usize = 1024 * 1024;
 /// Client input waiting for the container to read its stdin; past it clients are not read.
 const STDIN_BUFFER: usize = 1024 * 1024;
 
+/// How long output may stay open after the process exited.
+const LINGER_MS: i64 = 2000;
+
 const KIND_STDIN: u8 = 0;
 const KIND_CLOSE: u8 = 1;
 const KIND_RESIZE: u8 = 2;
@@ -216,11 +219,34 @@ impl Relay {
         self.accept_all(&mut buf);
     }
 
-    /// Until the process exited and all its output reached EOF.
-    pub fn run(&mut self) {
+    /// Until the process exited and all its output reached EOF. Output still open
+    /// LINGER_MS after the exit belongs to processes that outlived it (no pid namespace of
+    /// its own, or an exec's background children): `linger` is called once (the run monitor
+    /// kills what is left of the container); if that does not end it either, the rest of the
+    /// output is abandoned LINGER_MS later.
+    pub fn run(&mut self, linger: &mut dyn FnMut()) {
         let mut buf = vec![0u8; CHUNK + 1];
         let mut pfds: Vec<libc::pollfd> = Vec::new();
+        let mut exited_at: Option<i64> = None;
+        let mut lingered = false;
         while !(self.exited && self.outputs.is_empty()) {
+            if self.exited {
+                let since = now_ms() - *exited_at.get_or_insert_with(now_ms);
+                if since >= LINGER_MS && !lingered {
+                    lingered = true;
+                    linger();
+                } else if since >= 2 * LINGER_MS {
+                    for (fd, stream) in std::mem::take(&mut self.outputs) {
+                        if let Some(l) = self.log.as_mut() {
+                            l.flush(stream as usize - 1);
+                        }
+                        if fd != self.master {
+                            sys::close(fd);
+                        }
+                    }
+                    break;
+                }
+            }
             pfds.clear();
             let pf = |fd: c_int, events: libc::c_short| libc::pollfd {
                 fd,
@@ -254,6 +280,8 @@ impl Relay {
             // Without pidfds (kernel < 5.3), look at the process now and then.
             let timeout = if !self.exited && self.pidfd < 0 {
                 200
+            } else if self.exited {
+                100
             } else {
                 -1
             };

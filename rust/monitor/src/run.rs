@@ -304,7 +304,11 @@ pub fn run(args: &[String]) -> i32 {
     sys::close(fd);
     sys::trim_heap();
 
-    relay.run();
+    // Without a pid namespace of its own, processes outlive the init: they go with it, as
+    // runc does at delete.
+    relay.run(&mut || {
+        let _ = c.kill(libc::SIGKILL, true);
+    });
     let (code, error) = match c.wait() {
         Ok(code) => (code, String::new()),
         Err(e) => (255, e.to_string()),
@@ -441,7 +445,7 @@ pub fn exec(args: &[String]) -> i32 {
     send(fd, &json!({ "pid": pid }));
     sys::close(fd);
     sys::trim_heap();
-    relay.run();
+    relay.run(&mut || {});
     let mut st: c_int = 0;
     let code = loop {
         let r = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
