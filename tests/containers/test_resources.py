@@ -88,6 +88,19 @@ def test_cpus_and_memory_inside(sd):
 def test_oom_score_adj_and_oom_kill_disable(sd):
     out = _ok(run(sd, "--oom-score-adj", "500", "busybox", "cat", "/proc/self/oom_score_adj"))
     assert out.strip() == "500"
+    mem = Path("/sys/fs/cgroup/memory")
+    if not (mem / "memory.oom_control").exists():
+        return  # cgroup v2 has no switch for the OOM killer (docker ignores the flag too)
+    cid = _ok(sd.sampan("run", "-d", "--oom-kill-disable", "-m", "32m", "--memory-swappiness",
+                        "10", "busybox", "sleep", "1000")).strip()
+    try:
+        d = mem / "sampan" / cid
+        assert "oom_kill_disable 1" in (d / "memory.oom_control").read_text()
+        assert (d / "memory.swappiness").read_text().strip() == "10"
+        h = sd.json("GET", f"/containers/{cid}/json")[1]["HostConfig"]
+        assert h["OomKillDisable"] is True and h["MemorySwappiness"] == 10
+    finally:
+        sd.request("DELETE", f"/containers/{cid}?force=1")
 
 
 def test_seccomp_profile_file(sd, tmp_path):
