@@ -232,3 +232,16 @@ def test_network_events(sd):
     assert evs[0]["Actor"]["Attributes"] == {"name": "evnet", "type": "bridge"}
     assert evs[1]["Actor"]["Attributes"]["container"] == cid
     assert "status" not in evs[0]  # the legacy fields are for containers and images only
+
+
+def test_prune_events(sd):
+    t0 = time.time()
+    cid = sd.sampan("create", "--name", "evprune", "-l", "evprune=1", "busybox",
+                    "true").stdout.strip()
+    st, out = sd.json("POST", "/containers/prune?filters=" + quote(json.dumps(
+        {"label": ["evprune=1"]})))
+    assert st == 200 and out["ContainersDeleted"] == [cid]
+    evs = _events(sd, f"{t0:.9f}", f"{time.time() + 0.3:.9f}", type="container")
+    acts = [(e["Action"], e["Actor"]["ID"]) for e in evs]
+    assert acts[-2:] == [("destroy", cid), ("prune", "")], acts
+    assert evs[-1]["Actor"]["Attributes"] == {"reclaimed": "0"}

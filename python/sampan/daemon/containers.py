@@ -268,6 +268,9 @@ async def prune(req: Request, eng: Engine) -> Response:
         if rec.state["Status"] in ("exited", "created", "dead") and wanted(rec):
             await c.remove(rec, False)
             deleted.append(rec.id)
+    from sampan.daemon.events import emit
+
+    emit(eng, "container", "prune", "", {"reclaimed": 0})
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
 
 

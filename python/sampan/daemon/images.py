@@ -303,6 +303,12 @@ async def images_prune(req: Request, eng: Engine) -> Response:
     result = await eng.on_graph("prune", filters or None)
     result.setdefault("ImagesDeleted", None)
     result.setdefault("SpaceReclaimed", 0)
+    for item in result["ImagesDeleted"] or []:
+        if isinstance(item, dict) and item.get("Untagged"):
+            emit(eng, "image", "untag", item["Untagged"], {"name": item["Untagged"]})
+        elif isinstance(item, dict) and item.get("Deleted"):
+            emit(eng, "image", "delete", item["Deleted"], {"name": item["Deleted"]})
+    emit(eng, "image", "prune", "", {"reclaimed": result["SpaceReclaimed"]})
     return json_response(result)
 
 
