@@ -95,10 +95,7 @@ def test_log_bytes_like_python_json(kind, base):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("newline", [False, True])
-def test_long_lines_split_at_16k(kind, base, newline, request):
-    if kind == "python" and newline:
-        request.applymarker(pytest.mark.xfail(
-            reason="the Python monitor splits only what it holds without a newline"))
+def test_long_lines_split_at_16k(kind, base, newline):
     # With the newline: one write of the whole line, so the monitor reads it all at once.
     m = Mon(kind, base, ["sh", "-c", "x=$(head -c 40000 /dev/zero | tr '\\0' a); echo "
                          + ('"$x"' if newline else '-n "$x"')])
@@ -337,8 +334,7 @@ def start_exec(m: Mon, kind: str, eid: str, proc: dict, tty: bool, stdin: bool):
     return ctl, c
 
 
-@pytest.mark.parametrize("kind", [KINDS[0], pytest.param("python", marks=pytest.mark.xfail(
-    reason="the Python monitor drops exec stdin that arrives before the process runs"))])
+@pytest.mark.parametrize("kind", KINDS)
 def test_exec_stdin_sent_before_start(kind, base):
     """docker exec -i: the client's input may arrive before the process runs; none is lost,
     and its end is the process's EOF."""
