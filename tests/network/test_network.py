@@ -340,3 +340,29 @@ def test_internal_network_has_no_way_out(nd, fake_dns):
     finally:
         nd.sampan("rm", "-f", peer)
         nd.sampan("network", "rm", net)
+
+
+def test_network_events(nd):
+    import time
+
+    since = time.time() - 1
+    net = uniq("ev")
+    assert nd.sampan("network", "create", "--subnet", str(free_subnet()), net).returncode == 0
+    name = uniq("evc")
+    run(nd, "--name", name, "--network", net, "busybox", "true")
+    assert nd.sampan("network", "rm", net).returncode == 0
+    pruned = uniq("evp")
+    assert nd.sampan("network", "create", pruned).returncode == 0
+    assert pruned in nd.sampan("network", "prune", "-f").stdout
+    until = time.time() + 1
+    st, _h, body = nd.request("GET", f"/events?since={since}&until={until}&filters="
+                              + q({"type": ["network"]}))
+    evs = [json.loads(ln) for ln in body.splitlines() if ln.strip()]
+    mine = [(e["Action"], e["Actor"]["Attributes"].get("container")) for e in evs
+            if e["Actor"]["Attributes"].get("name") == net]
+    cid = [e["Actor"]["Attributes"]["container"] for e in evs
+           if e["Action"] == "connect" and e["Actor"]["Attributes"].get("name") == net][0]
+    assert mine == [("create", None), ("connect", cid), ("disconnect", cid),
+                    ("destroy", None)], mine
+    assert [e["Action"] for e in evs if e["Actor"]["Attributes"].get("name") == pruned] == \
+        ["create", "destroy"]

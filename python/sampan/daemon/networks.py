@@ -40,6 +40,12 @@ def controller(eng: Engine) -> Any:
         ctl.dns = DNSServer(asyncio.get_running_loop())
     except RuntimeError:
         log.warning("no event loop: the embedded DNS server is off")
+    try:
+        from sampan.daemon import events
+
+        ctl.on_event = lambda *a: events.emit(eng, *a)
+    except ImportError:
+        pass
     eng._network = ctl  # type: ignore[attr-defined]
     return ctl
 
@@ -61,8 +67,7 @@ async def list_(req: Request, eng: Engine) -> Response:
 
 async def create(req: Request, eng: Engine) -> Response:
     body = await req.json({})
-    net = await blocking(controller(eng).create, body)
-    _event(eng, "create", net["Id"])
+    net = await blocking(controller(eng).create, body)  # the controller emits "create"
     return json_response({"Id": net["Id"], "Warning": ""}, 201)
 
 
@@ -90,9 +95,7 @@ async def inspect(req: Request, eng: Engine) -> Response:
 
 
 async def delete(req: Request, eng: Engine) -> Response:
-    known = _event(eng, "", req.params["id"])
-    await blocking(controller(eng).remove, req.params["id"])
-    _event(eng, "destroy", req.params["id"], _known=known)
+    await blocking(controller(eng).remove, req.params["id"])  # and "destroy" (prune too)
     return empty(204)
 
 

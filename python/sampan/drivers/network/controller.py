@@ -153,10 +153,24 @@ class NetworkController:
         self.port_socks: dict[str, list[socket.socket]] = {}
         self.lookup: Callable[[str], Any] | None = None  # container ref → store Record
         self.dns: Any = None  # the embedded DNS server (sampan.daemon.dns)
+        # (type, action, id, attributes): create/destroy of networks, connect/disconnect at a
+        # container's start and stop (the API routes emit those of `network connect`)
+        self.on_event: Callable[..., Any] | None = None
         self._nl: Any = None
         self._load()
 
     # ------------------------------------------------------------------ plumbing
+
+    def _event(self, action: str, net: dict[str, Any], cid: str | None = None) -> None:
+        if self.on_event is None:
+            return
+        attrs = {"name": net["Name"], "type": net["Driver"]}
+        if cid:
+            attrs["container"] = cid
+        try:
+            self.on_event("network", action, net["Id"], attrs)
+        except Exception as e:  # noqa: BLE001 - an event never breaks the operation
+            log.debug("network event: %s", e)
 
     @property
     def nl(self) -> Any:
@@ -390,6 +404,7 @@ class NetworkController:
             net["Attachable"] = bool(body.get("Attachable"))
             self.networks[net["Id"]] = net
             self._save_net(net)
+        self._event("create", net)
         return net
 
     def inspect(self, net: dict[str, Any]) -> dict[str, Any]:
@@ -448,6 +463,7 @@ class NetworkController:
             self._unrealize(net)
             (self.net_dir / f"{net['Id']}.json").unlink(missing_ok=True)
             del self.networks[net["Id"]]
+        self._event("destroy", net)
 
     def prune(self, filters: dict[str, list[str]]) -> list[str]:
         for k in filters:
@@ -688,6 +704,8 @@ class NetworkController:
             raise
         log.debug("container %s: network set up in %.1f ms", cid[:12],
                   (time.perf_counter() - t0) * 1e3)
+        for i in ep["ifaces"]:
+            self._event("connect", self.get(i["net"]), cid)
 
     def _setup_netns(self, ep: dict[str, Any]) -> None:
         from sampan.drivers.network.netlink import Netlink
@@ -897,6 +915,9 @@ class NetworkController:
                 self._teardown(ep)
                 self.endpoints.pop(cid, None)
                 (self.ep_dir / f"{cid}.json").unlink(missing_ok=True)
+                for i in ep["ifaces"]:
+                    if i["net"] in self.networks:
+                        self._event("disconnect", self.networks[i["net"]], cid)
         if not isinstance(rec, str):
             ns = rec.doc.get("NetworkSettings") or {}
             for s in (ns.get("Networks") or {}).values():
@@ -1076,7 +1097,7 @@ class NetworkController:
             if socks is not None:
                 self.dns.add(rec.id, socks, self)
         rec.doc["NetworkSettings"]["Networks"][net["Name"]] = self._settings(net, aliases)
-        self._fill_settings(rec, ep)
+        self._fill_settings(rec, ep)  # (the API route emits "connect")
 
     def disconnect(self, ref: str, rec: Any, force: bool) -> None:
         net = self.get(ref)
