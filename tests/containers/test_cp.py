@@ -321,6 +321,14 @@ def test_sampan_cp(sd, box, tmp_path):
     r = sd.sampan("cp", "-", "cpbox:/tmp", input=make_tar([("fromstdin", "f", b"s")]))
     assert r.returncode == 0, r.stderr
     assert in_container(sd, "cat", "/tmp/fromstdin") == "s"
+    # ".." never climbs out of the container, in either direction
+    r = sd.sampan("cp", "-L", "cpbox:/../../../../../pw", str(out / "dotdot"))
+    assert r.returncode == 0, r.stderr
+    assert "container-passwd-marker" in (out / "dotdot").read_text()
+    r = sd.sampan("cp", str(src / "top"), f"cpbox:/../../../../etc/{HOST_MARK}-cli")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(f"/etc/{HOST_MARK}-cli")
+    assert in_container(sd, "cat", f"/etc/{HOST_MARK}-cli") == "top\n"
     # errors, docker's way
     r = sd.sampan("cp", "cpbox:/no/such", str(out))
     assert r.returncode == 1 and "Could not find the file /no/such in container cpbox" in r.stderr

@@ -599,3 +599,17 @@ def test_bind_nonrecursive(sd, tmp_path):
         assert (r.returncode, r.stdout) == (0, ""), r.stderr
     finally:
         subprocess.run(["umount", str(sub)], check=False)
+
+
+def test_bind_type_volume(sd, tmp_path):
+    """The local driver's type=none,o=bind: the volume is the host directory."""
+    (tmp_path / "host.txt").write_text("h\n")
+    st, v = sd.json("POST", "/volumes/create", {"Name": "bindvol", "DriverOpts": {
+        "type": "none", "o": "bind", "device": str(tmp_path)}})
+    assert st == 201
+    r = run(sd, "-v", "bindvol:/b", "busybox", "sh", "-c", "cat /b/host.txt; echo c > /b/c")
+    assert (r.returncode, r.stdout) == (0, "h\n"), r.stderr
+    assert (tmp_path / "c").read_text() == "c\n"
+    assert str(sd.data / "volumes/bindvol") not in open("/proc/self/mounts").read()
+    assert sd.request("DELETE", "/volumes/bindvol")[0] == 204
+    assert sorted(os.listdir(tmp_path)) == ["c", "host.txt"]  # rm never touches the source
