@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -232,7 +231,7 @@ class NetworkController:
 
     def _record(self, name: str, driver: str, ipam_cfg: list[dict[str, str]], internal: bool,
                 labels: dict[str, str], options: dict[str, str]) -> dict[str, Any]:
-        return {"Name": name, "Id": secrets.token_hex(32), "Created": _now(), "Scope": "local",
+        return {"Name": name, "Id": _hex(32), "Created": _now(), "Scope": "local",
                 "Driver": driver, "EnableIPv4": True, "EnableIPv6": False,
                 "IPAM": {"Driver": "default", "Options": None, "Config": ipam_cfg},
                 "Internal": internal, "Attachable": False, "Ingress": False,
@@ -678,7 +677,7 @@ class NetworkController:
                     "ip": str(ip), "prefix": subnet.prefixlen, "gateway": cfg["Gateway"],
                     "mac": ipam.mac_str(ipam.mac_for(ip)), "veth": _veth_name(),
                     "ifname": f"eth{n}", "aliases": list(settings.get("Aliases") or []),
-                    "endpoint": secrets.token_hex(32), "internal": bool(net.get("Internal")),
+                    "endpoint": _hex(32), "internal": bool(net.get("Internal")),
                     "mtu": int((net.get("Options") or {}).get("com.docker.network.driver.mtu")
                                or self.mtu)})
                 if net["Name"] != "bridge":
@@ -1068,7 +1067,7 @@ class NetworkController:
                      "ip": str(ip), "prefix": subnet.prefixlen, "gateway": cfg["Gateway"],
                      "mac": ipam.mac_str(ipam.mac_for(ip)),
                      "veth": _veth_name(), "ifname": f"eth{n}",
-                     "aliases": list(aliases), "endpoint": secrets.token_hex(32),
+                     "aliases": list(aliases), "endpoint": _hex(32),
                      "internal": bool(net.get("Internal")), "mtu": self.mtu}
             ep["ifaces"].append(iface)
             self._save_ep(ep)
@@ -1125,6 +1124,11 @@ class NetworkController:
         del nets[net["Name"]]
 
 
+def _hex(n: int) -> str:
+    # not `secrets`: it imports hashlib, whose libcrypto costs an idle daemon ~3.5 MiB
+    return os.urandom(n).hex()
+
+
 def _read_text(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -1133,7 +1137,7 @@ def _read_text(path: str) -> str:
 
 
 def _veth_name() -> str:
-    return "veth" + secrets.token_hex(4)[:7]
+    return "veth" + _hex(4)[:7]
 
 
 def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
