@@ -164,6 +164,12 @@ def test_daemon_restart_keeps_running_containers_connected(d):
     assert "Address: " + str(sub)[:-4] in resolve_from(d, net, web)  # DNS listener reopened
     r = d.sampan("run", "--rm", "-p", f"127.0.0.1:{port}:80", "busybox", "true")
     assert r.returncode == 125 and "already allocated" in r.stderr  # the port is still held
+    # the running container's address stays allocated across the restart
+    ip = d.json("GET", f"/containers/{web}/json")[1]["NetworkSettings"]["Networks"][net][
+        "IPAddress"]
+    r = d.sampan("run", "--rm", "--network", net, "busybox", "ip", "-4", "-o", "addr", "show",
+                 "eth0")
+    assert r.returncode == 0 and f"inet {ip}/" not in r.stdout and str(sub)[:-5] in r.stdout
     assert d.sampan("rm", "-f", web).returncode == 0
     assert settle(d, before, [sub]) == before
     assert port_free(port)

@@ -366,3 +366,42 @@ def test_network_events(nd):
                     ("destroy", None)], mine
     assert [e["Action"] for e in evs if e["Actor"]["Attributes"].get("name") == pruned] == \
         ["create", "destroy"]
+
+
+def test_port_ranges(nd):
+    s1, s2 = socket.socket(), socket.socket()
+    s1.bind(("127.0.0.1", 0))
+    base = s1.getsockname()[1]
+    s1.close()
+    name = uniq("rng")
+    # pairwise ranges, and a host range the daemon picks a free port from
+    r = nd.sampan("run", "-d", "--name", name, "-p", f"127.0.0.1:{base}-{base + 1}:80-81",
+                  "-p", f"127.0.0.1:{base + 2}-{base + 9}:82", "busybox", "sleep", "30")
+    if r.returncode != 0 and "already allocated" in r.stderr:
+        pytest.skip("ports of the range are taken by something else")
+    assert r.returncode == 0, r.stderr
+    try:
+        ports = inspect(nd, name)["NetworkSettings"]["Ports"]
+        assert ports["80/tcp"][0]["HostPort"] == str(base)
+        assert ports["81/tcp"][0]["HostPort"] == str(base + 1)
+        assert base + 2 <= int(ports["82/tcp"][0]["HostPort"]) <= base + 9
+    finally:
+        nd.sampan("rm", "-f", name)
+        s2.close()
+    r = nd.sampan("run", "--rm", "-p", "8000-8002:80-81", "busybox", "true")
+    assert r.returncode != 0 and "invalid ranges" in r.stderr
+
+
+def test_default_pools_avoid_host_routes():
+    from sampan.drivers.network import ipam
+
+    taken = [ipaddress.IPv4Network("172.17.0.0/16"), ipaddress.IPv4Network("172.18.5.0/24")]
+    assert str(ipam.pick_pool(taken)) == "172.19.0.0/16"
+    everything = [ipaddress.IPv4Network("172.16.0.0/12"), ipaddress.IPv4Network("192.168.0.0/16")]
+    with pytest.raises(ipam.PoolExhausted):
+        ipam.pick_pool(everything)
+    sub = ipaddress.IPv4Network("10.0.0.0/29")
+    used = {"10.0.0.1", "10.0.0.2"}
+    assert str(ipam.first_free(sub, used)) == "10.0.0.3"
+    with pytest.raises(ipam.PoolExhausted):
+        ipam.first_free(sub, {str(h) for h in sub.hosts()})
