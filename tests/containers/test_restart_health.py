@@ -210,6 +210,13 @@ def test_healthcheck_starting_then_healthy(sd):
         assert r.stdout.strip().endswith("(healthy)")
         acts = [e["Action"] for e in _events(sd, t0, container=cid, event="health_status")]
         assert acts == ["health_status: healthy"]
+        # each probe is an exec in docker's event stream
+        evs = _events(sd, t0, container=cid, event="exec_start")
+        assert evs and evs[0]["Action"] == "exec_start: /bin/sh -c test -e /tmp/ok"
+        ex = evs[0]["Actor"]["Attributes"]["execID"]
+        dies = [e for e in _events(sd, t0, container=cid, event="exec_die")
+                if e["Actor"]["Attributes"]["execID"] == ex]
+        assert len(dies) == 1 and dies[0]["Actor"]["Attributes"]["exitCode"] in ("0", "1")
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 

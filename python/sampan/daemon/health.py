@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from typing import Any
@@ -189,10 +190,16 @@ async def probe(c: Any, rec: Any, test: list[str], timeout: float) -> dict[str, 
 
     start = now_rfc3339()
     try:
-        proc_json = json.dumps(_process(rec, test))
+        proc = _process(rec, test)
+        proc_json = json.dumps(proc)
     except (OSError, ValueError, IndexError) as e:
         return {"Start": start, "End": now_rfc3339(), "ExitCode": -1,
                 "Output": f"cannot prepare the healthcheck: {e}"}
+    # a probe is an exec, and docker's event stream shows it as one
+    exec_id = secrets.token_hex(32)
+    cmd = " ".join(proc["args"])
+    emit_container(c.eng, rec, "exec_create: " + cmd, execID=exec_id)
+    emit_container(c.eng, rec, "exec_start: " + cmd, execID=exec_id)
     pidfile = rec.dir / f".health-{os.getpid()}.pid"
     # -S: no site initialisation (a third of the helper's start-up); sampan's own directory
     # is all the helper needs on its path
@@ -233,6 +240,7 @@ async def probe(c: Any, rec: Any, test: list[str], timeout: float) -> dict[str, 
             pidfile.unlink()
         except OSError:
             pass
+    emit_container(c.eng, rec, "exec_die", execID=exec_id, exitCode=code)
     return {"Start": start, "End": now_rfc3339(), "ExitCode": code, "Output": text}
 
 
