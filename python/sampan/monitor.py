@@ -93,8 +93,12 @@ class Log:
             i = buf.find(b"\n")
             if i < 0:
                 break
-            out.append(buf[: i + 1])
+            line = buf[: i + 1]
             buf = buf[i + 1:]
+            while len(line) > MAX_LINE:  # docker's partial messages, newline or not
+                out.append(line[:MAX_LINE])
+                line = line[MAX_LINE:]
+            out.append(line)
         while len(buf) >= MAX_LINE:
             out.append(buf[:MAX_LINE])
             buf = buf[MAX_LINE:]
@@ -217,8 +221,10 @@ class Relay:
     """The attach socket and the container's stdio: output to the log and every client,
     stdin/close/resize from the clients."""
 
-    def __init__(self, listener: socket.socket, log, tty: bool, stdin_once: bool):
+    def __init__(self, listener: socket.socket, log, tty: bool, stdin_once: bool,
+                 stdin: bool = False):
         self.listener = listener
+        self.wants_stdin = stdin  # buffer input even before the process's stdin exists
         self.log = log
         self.tty = tty
         self.stdin_once = stdin_once
@@ -300,7 +306,7 @@ class Relay:
             return
         kind, body = pkt[0], pkt[1:]
         if kind == 0:
-            if self.stdin >= 0 and not self.stdin_close and body:
+            if (self.stdin >= 0 or self.wants_stdin) and not self.stdin_close and body:
                 c.wrote = True
                 self.stdin_buf += body
                 self.write_stdin()
@@ -329,9 +335,9 @@ class Relay:
             pass
 
     def close_stdin(self) -> None:
-        if self.stdin < 0 or self.master >= 0:
+        if self.tty or self.master >= 0 or (self.stdin < 0 and not self.wants_stdin):
             return  # a pty cannot be half-closed
-        self.stdin_close = True
+        self.stdin_close = True  # applied once what is buffered is written
         self.write_stdin()
 
     def write_stdin(self) -> None:
@@ -342,6 +348,7 @@ class Relay:
                 return
             except OSError:  # the container closed its stdin: what it did not read is lost
                 self.stdin_buf.clear()
+                self.stdin_close = True
                 if self.master < 0:
                     os.close(self.stdin)
                     self.stdin = -1
@@ -546,7 +553,8 @@ def run(argv: list) -> int:
     opts = read_options(os.path.join(cdir, "monitor.json"))
     log = make_log(cdir, cid, opts)
     tty = bool(opts.get("tty"))
-    relay = Relay(listen_seqpacket("attach.sock"), log, tty, bool(opts.get("stdin_once")))
+    relay = Relay(listen_seqpacket("attach.sock"), log, tty, bool(opts.get("stdin_once")),
+                  bool(opts.get("stdin")))
     console, _ = setup_stdio(relay, opts, "console.sock")
     from sampan import _runtime
 
@@ -590,10 +598,29 @@ def run(argv: list) -> int:
     except OSError:
         pidfd = -1
     exited = pidfd < 0
+    deadline = None
     while relay.outputs or not exited:
+        timeout = None
+        if exited:
+            if deadline is None:
+                # Without a pid namespace of its own, what the init left behind can hold the
+                # output open forever: it goes, as runc does at delete.
+                try:
+                    c.kill(9, True)
+                except Exception:  # noqa: BLE001 - nothing left to kill
+                    pass
+                deadline = time.monotonic() + EXIT_GRACE
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
         extra = {pidfd: select.POLLIN} if not exited else {}
-        if relay.poll_once(extra, None):
+        if relay.poll_once(extra, timeout):
             exited = True
+    for f, stream in list(relay.outputs.items()):
+        relay.log.flush("stderr" if stream == 2 else "stdout")
+        if f != relay.master:
+            os.close(f)
+    relay.outputs.clear()
     status = c.wait()
     if pidfd >= 0:
         os.close(pidfd)
@@ -630,7 +657,7 @@ def exec_(argv: list) -> int:
     process = opts.get("process") or {}
     tty = bool(opts.get("tty"))
     process["terminal"] = tty
-    relay = Relay(listen_seqpacket(base + ".sock"), NoLog(), tty, True)
+    relay = Relay(listen_seqpacket(base + ".sock"), NoLog(), tty, True, bool(opts.get("stdin")))
     send(fd, {"ready": True, "monitor": os.getpid()})
     if not wait_start(relay, fd):
         relay.finish()
@@ -667,6 +694,7 @@ def exec_(argv: list) -> int:
                 break
             time.sleep(0.005)
     own_stdio(mlog)
+    relay.write_stdin()  # input (or its end) that came before the process existed
     if console is not None:
         if "error" not in result:  # even if the process is gone, its output waits in the pty
             try:
