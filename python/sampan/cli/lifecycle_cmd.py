@@ -317,19 +317,23 @@ def stats_cmd(all_: bool, no_stream: bool, no_trunc: bool, format_: str | None,
         finally:
             cl.close()
 
-    while True:
-        got: dict[str, Any] = {}
-        threads = [threading.Thread(target=fetch, args=(cid, got)) for cid, _n in targets]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        rows = [_stats_row(cid, name, got.get(cid), not no_trunc) for cid, name in targets]
-        text = fmt.render_list(format_, rows, STATS_TABLE, STATS_HEADERS)
-        if no_stream:
-            click.echo(text, nl=False)
-            return
-        click.echo("\033[2J\033[H" + text, nl=False)
+    try:
+        while True:
+            got: dict[str, Any] = {}
+            threads = [threading.Thread(target=fetch, args=(cid, got), daemon=True)
+                       for cid, _n in targets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rows = [_stats_row(cid, name, got.get(cid), not no_trunc) for cid, name in targets]
+            text = fmt.render_list(format_, rows, STATS_TABLE, STATS_HEADERS)
+            if no_stream:
+                click.echo(text, nl=False)
+                return
+            click.echo("\033[2J\033[H" + text, nl=False)
+    except KeyboardInterrupt:
+        return
 
 
 COMMANDS = [events_cmd, restart_cmd, pause_cmd, unpause_cmd, rename_cmd, top_cmd, update_cmd,
