@@ -408,3 +408,32 @@ def test_large_stdin_and_output_round_trip(sd):
     assert r.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
     r = sd.sampan("run", "-i", "--rm", "busybox", "cat", input=data)
     assert r.returncode == 0 and r.stdout == data
+
+
+def test_sampan_attach_no_sig_proxy_and_no_stdin(sd):
+    """--sig-proxy=false: a signal to the CLI stays there (the container runs on);
+    --no-stdin: the client's input is not the container's."""
+    create(sd, "s-np", ["sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; "
+                        "while read x; do echo in-$x; done; while true; do sleep 0.1; done"],
+           OpenStdin=True)
+    assert sd.request("POST", "/containers/s-np/start")[0] == 204
+    env = sampan_env(sd)
+    argv = [sys.executable, "-c", "import sys; from sampan.cli import main; "
+            "sys.argv[0] = 'sampan'; main()", "attach", "--no-stdin", "--sig-proxy=false",
+            "s-np"]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    try:
+        time.sleep(1.0)  # attached (no output to wait for: it printed ready before)
+        p.stdin.write(b"ignored\n")
+        p.stdin.flush()
+        p.send_signal(signal.SIGTERM)
+        out, _err = p.communicate(timeout=20)
+        assert p.returncode == -signal.SIGTERM and b"in-ignored" not in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+    info = wait_running(sd, "s-np")
+    assert info["State"]["Running"]
+    assert b"in-ignored" not in sd.request("GET", "/containers/s-np/logs?stdout=1")[2]
+    sd.request("DELETE", "/containers/s-np?force=1")
