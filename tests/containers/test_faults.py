@@ -1,5 +1,5 @@
-"""Faults and load. sampand is killed with SIGKILL at random moments of create, start, run and
-rm (seeded, so a failure can be replayed with SAMPAN_FAULT_SEED), then restarted: the store must
+"""Faults and load. sampand is killed with SIGKILL at random moments of create, start, run,
+stop, restart and rm (seeded: SAMPAN_FAULT_SEED replays a failure), then restarted: the store must
 be consistent — every listed container inspects, starts and removes; no directory without a
 record; a container is running exactly when its monitor lives — and after removing everything no
 mount, cgroup, monitor or runtime state is left. Then 50 concurrent runs through the API and a
@@ -114,18 +114,19 @@ def test_kill9_at_random_points(croot, busybox_archive, monkeypatch, monitor):
         t_rm = time.monotonic() - t
         log = []
         for i in range(ITERATIONS):
-            op = rng.choice(["create", "start", "run", "rm", "rm-running"])
+            op = rng.choice(["create", "start", "run", "rm", "rm-running", "stop", "restart"])
             # something to act on
             existing = list(ids_of(d))
-            if op in ("start", "rm", "rm-running") or not existing:
+            if op in ("start", "rm", "rm-running", "stop", "restart") or not existing:
                 st, r = d.json("POST", "/containers/create",
                                body(f"echo it-{i}; sleep 100", volume=i % 2 == 0))
                 assert st == 201, r
                 target = r["Id"]
-                if op == "rm-running":
+                if op in ("rm-running", "stop", "restart"):
                     assert d.request("POST", f"/containers/{target}/start")[0] == 204
             span = {"create": t_create, "start": t_start, "run": t_create + t_start,
-                    "rm": t_rm, "rm-running": t_rm + t_start}[op]
+                    "rm": t_rm, "rm-running": t_rm + t_start, "stop": t_rm,
+                    "restart": t_rm + t_start}[op]
             delay = rng.uniform(0, span * 1.3)
             log.append(f"{i}: {op} killed after {delay * 1000:.0f} ms")
 
@@ -140,6 +141,8 @@ def test_kill9_at_random_points(croot, busybox_archive, monkeypatch, monitor):
                                           body(f"echo it-{i}; sleep 100", volume=True))
                     if res[0] == 201:
                         request_quietly(d, "POST", f"/containers/{res[1]['Id']}/start")
+                elif op in ("stop", "restart"):
+                    request_quietly(d, "POST", f"/containers/{target}/{op}?t=0")
                 else:
                     request_quietly(d, "DELETE", f"/containers/{target}?force=1&v=1")
 
