@@ -84,10 +84,8 @@ def _create_options(fn: Any) -> Any:
     ]
     for o in reversed(opts):
         fn = o(fn)
-    from sampan.cli import run_opts
+    from sampan.cli import log_opts, run_opts
     from sampan.cli.exec_cmd import interactive_options
-
-    from sampan.cli import log_opts
 
     return log_opts.options(run_opts.options(interactive_options(network_options(fn))))
 
