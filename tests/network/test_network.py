@@ -143,6 +143,9 @@ def test_publish_all_with_expose_and_ps(nd):
         port = int(ports["80/tcp"][0]["HostPort"])
         assert 0 < port < 65536 and ports["7000/udp"][0]["HostPort"]
         wait_http(f"http://127.0.0.1:{port}/hostname")
+        # another container reaches it through the host's (gateway) address
+        r = run(nd, "busybox", "wget", "-qO-", f"http://{nd.bip.ip}:{port}/hostname")
+        assert r.stdout.strip() == inspect(nd, name)["Config"]["Hostname"]
         ps = nd.sampan("ps", "--filter", f"name={name}").stdout
         assert f"0.0.0.0:{port}->80/tcp" in ps
         st, lst = nd.json("GET", "/containers/json?filters=" + q({"name": [name]}))

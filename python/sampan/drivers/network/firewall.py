@@ -105,6 +105,11 @@ class Iptables:
             ("nat", "SAMPAN-POSTROUTING", f"-s {subnet} ! -o {bridge} -j MASQUERADE"),
             ("nat", "SAMPAN-POSTROUTING",
              f"-o {bridge} -m addrtype --src-type LOCAL -j MASQUERADE"),
+            # a container reaching another's published port through the host's address: the
+            # reply must come back through the host to be un-NATed (br_netfilter, when
+            # loaded, does that on the bridge already; this covers hosts without it)
+            ("nat", "SAMPAN-POSTROUTING",
+             f"-s {subnet} -o {bridge} -m conntrack --ctstate DNAT -j MASQUERADE"),
         ]
         return rules
 
@@ -250,6 +255,8 @@ table ip sampan {
                 f"masquerade {t}",
                 f'add rule ip sampan postrouting oifname "{bridge}" fib saddr type local '
                 f"masquerade {t}",
+                f'add rule ip sampan postrouting ip saddr {subnet} oifname "{bridge}" '
+                f"ct status dnat masquerade {t}",
             ]
         self._nft("\n".join(lines) + "\n")
         return [("nft", "", ln) for ln in lines]
