@@ -477,3 +477,34 @@ def test_cli_bad_options_exit_125(sd, cli, args, words):
     assert words in r.stderr, r.stderr
     ping(sd)
     snap.unchanged()
+
+
+def test_deeply_nested_json_is_400(sd):
+    """JSON nested beyond the decoder's recursion limit, in a body, a filter and a registry
+    auth header: a 400, not a 500 from a RecursionError."""
+    import base64
+
+    snap = Snapshot(sd)
+    deep = b"[" * 100000 + b"]" * 100000
+    st, _h, body = sd.request("POST", "/containers/create", deep,
+                              {"Content-Type": "application/json"})
+    assert st == 400, body
+    nested = b'{"Image":"busybox","HostConfig":' + b'{"a":' * 50000 + b"1" + b"}" * 50001
+    st, _h, body = sd.request("POST", "/containers/create", nested,
+                              {"Content-Type": "application/json"})
+    assert st == 400, body
+    flt = urllib.parse.quote("[" * 20000)
+    st, _h, body = sd.request("GET", f"/containers/json?filters={flt}")
+    assert st == 400, body
+    auth = base64.urlsafe_b64encode(b"[" * 30000).decode()
+    st, _h, body = sd.request("POST", "/images/create?fromImage=busybox&tag=latest",
+                              headers={"X-Registry-Auth": auth})
+    assert st == 400, body
+    ping(sd)
+    snap.unchanged()
+
+
+def test_huge_request_line_is_4xx(sd):
+    out = sd.raw(b"GET /" + b"a" * 200000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert 400 <= _status(out) < 500, out[:200]
+    ping(sd)

@@ -54,6 +54,8 @@ def parse_filters(raw: str | None, allowed: set[str] | None = None) -> dict[str,
         data = json.loads(raw)
     except ValueError as e:
         raise HTTPError(400, f"invalid filter: {e}") from None
+    except RecursionError:
+        raise HTTPError(400, "invalid filter: nested too deeply") from None
     if not isinstance(data, dict):
         raise HTTPError(400, "invalid filter: expected a JSON object")
     out: dict[str, list[str]] = {}
@@ -86,7 +88,7 @@ def registry_auth(req: Request) -> dict[str, Any] | None:
         try:
             data = json.loads(decode(padded))
             break
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     if not isinstance(data, dict):
         raise HTTPError(400, "invalid X-Registry-Auth header: not base64url-encoded JSON")

@@ -182,6 +182,8 @@ class Request:
             return json.loads(data)
         except ValueError as e:
             raise HTTPError(400, f"invalid JSON: {e}") from None
+        except RecursionError:  # "[[[[…" a hundred thousand deep: the client's fault
+            raise HTTPError(400, "invalid JSON: nested too deeply") from None
 
     def wants_upgrade(self) -> bool:
         conn = self.headers.get("connection", "").lower()
