@@ -201,7 +201,7 @@ def test_cap_drop_all_leaves_none(sd):
 def _normalise(text: str, cid: str, other: str) -> list[str]:
     out = []
     for ln in text.replace(other, cid).splitlines():
-        ln = re.sub(r"/sampan-runc-diff/[0-9a-f]+", f"/sampan/{cid}", ln)
+        ln = re.sub(r"/sampan-runc-diff-[0-9a-f]+", f"/sampan/{cid}", ln)
         ln = re.sub(r"(pipe|socket|anon_inode):\[\d+\]", r"\1:[N]", ln)
         # forgiven: stdin is /dev/null under dockerd without -i, a pipe from `runc run`;
         # the source name of a cgroup v1 mount (runc names it after the controller)
@@ -221,7 +221,8 @@ def test_daemon_config_under_runc_looks_the_same(sd, tmp_path):
     try:
         cfg = json.loads((sd.data / "containers" / cid / "config.json").read_text())
         other = uuid.uuid4().hex
-        cfg["linux"]["cgroupsPath"] = f"/sampan-runc-diff/{other}"
+        # one level: runc removes the cgroup it made, and nothing is left behind
+        cfg["linux"]["cgroupsPath"] = f"/sampan-runc-diff-{other}"
         bundle = tmp_path / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(cfg))
