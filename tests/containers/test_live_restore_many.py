@@ -206,3 +206,33 @@ def stdout_ticks_offline(d, cid: str) -> list[str]:
         if m["stream"] == "stdout" and m["log"].startswith("tick-"):
             out.append(m["log"])
     return out
+
+
+def test_autoremove_container_that_exited_during_the_outage(croot, busybox_archive):
+    """--rm: a container that exits while sampand is down is removed once it is back (its
+    record, directory, rootfs mount and cgroup), as dockerd does at restore."""
+    d = start_daemon(croot / "many-rm", busybox_archive)
+    ids: set[str] = set()
+    try:
+        st, r = d.json("POST", "/containers/create?name=gone",
+                       {"Image": "busybox", "Cmd": ["sh", "-c", QUITTER],
+                        "Env": ["QUIT_CODE=5"],
+                        "HostConfig": {"NetworkMode": "none", "AutoRemove": True}})
+        assert st == 201, r
+        ids.add(r["Id"])
+        assert d.request("POST", "/containers/gone/start")[0] == 204
+        ins = d.json("GET", "/containers/gone/json")[1]
+        d.stop(signal.SIGKILL)
+        with open(os.path.join(ins["GraphDriver"]["Data"]["MergedDir"], "tmp/go"), "w"):
+            pass
+        cdir = d.data / "containers" / r["Id"]
+        wait_until(lambda: (cdir / "exit.json").exists(), what="the exit")
+        d.start()
+        wait_until(lambda: d.json("GET", "/containers/gone/json")[0] == 404,
+                   what="the auto-removal")
+        assert_clean(d, ids, d.pid)
+    finally:
+        if d.proc is not None:
+            for cid in ids:
+                d.request("DELETE", f"/containers/{cid}?force=1")
+        d.stop()
