@@ -310,6 +310,11 @@ def test_same_container_from_many_clients(croot, busybox_archive):
     watcher = IdWatcher(d)
     watcher.start()
     try:
+        # one name, many creates: exactly one wins, the others are docker's 409
+        res = _together([lambda: d.json("POST", "/containers/create?name=samename",
+                                        body("true"))[0]] * 8)
+        assert sorted(res) == [201] + [409] * 7, res
+        assert d.request("DELETE", "/containers/samename")[0] == 204
         for round_ in range(3):
             # concurrent starts: one start, one monitor, and the container stays running
             st, r = d.json("POST", "/containers/create", body("sleep 1000"))
