@@ -394,3 +394,33 @@ def test_monitor_killed(croot, busybox_archive):
         for c in ids_of(d):
             d.request("DELETE", f"/containers/{c}?force=1")
         d.stop()
+
+
+def test_lookup_during_create_is_404_not_500(croot, busybox_archive):
+    """While a create is under way its name is reserved but there is no container yet: a
+    lookup by that name is a 404 (or the finished container), never a 500."""
+    d = start_daemon(croot / "lookup", busybox_archive)
+    try:
+        for i in range(5):
+            stop = threading.Event()
+            seen: list[int] = []
+
+            def poll(name=f"racy{i}"):
+                while not stop.is_set():
+                    seen.append(d.request("GET", f"/containers/{name}/json")[0])
+
+            ts = [threading.Thread(target=poll) for _ in range(3)]
+            for t in ts:
+                t.start()
+            time.sleep(0.05)
+            st, r = d.json("POST", f"/containers/create?name=racy{i}", body("true"))
+            time.sleep(0.05)
+            stop.set()
+            for t in ts:
+                t.join()
+            assert st == 201, r
+            assert set(seen) <= {200, 404} and 404 in seen, sorted(set(seen))
+    finally:
+        for cid in ids_of(d):
+            d.request("DELETE", f"/containers/{cid}?force=1")
+        d.stop()

@@ -127,7 +127,7 @@ class ContainerStore:
             if ref in self.by_id:
                 return self.by_id[ref]
             n = ref.lstrip("/")
-            if n in self.names:
+            if self.names.get(n) in self.by_id:  # a name reserved by a create under way: 404
                 return self.by_id[self.names[n]]
             if ref and re.fullmatch(r"[0-9a-f]+", ref):
                 found = [r for i, r in self.by_id.items() if i.startswith(ref)]
