@@ -75,6 +75,9 @@ def test_init_reaps_zombies(sd):
 def test_init_exit_status_and_signals(sd):
     r = sd.docker("run", "--rm", "--init", "busybox", "sh", "-c", "exit 7")
     assert r.returncode == 7, r.stderr
+    # The command gets default signal dispositions (nothing ignored, SIGPIPE included).
+    r = sd.docker("run", "--rm", "--init", "busybox", "grep", "SigIgn", "/proc/self/status")
+    assert r.stdout.split() == ["SigIgn:", "0000000000000000"], r.stdout + r.stderr
     # SIGTERM reaches the command through the init: `sleep` dies of it (143). Without the
     # init, `sleep` as PID 1 ignores SIGTERM and only the SIGKILL after the timeout ends it.
     for name, init, code in (("term-init", ["--init"], 143), ("term-bare", [], 137)):

@@ -64,6 +64,8 @@ pub fn main(args: &[String]) -> i32 {
                 libc::tcsetpgrp(0, libc::getpid());
                 libc::signal(libc::SIGTTOU, libc::SIG_DFL);
             }
+            // Rust's start-up ignores SIGPIPE in this process; CMD must not inherit that.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
             libc::execvp(ptrs[0], ptrs.as_ptr());
             let e = std::io::Error::last_os_error();
