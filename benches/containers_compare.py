@@ -130,10 +130,17 @@ def main() -> int:
         print("run as root", file=sys.stderr)
         return 2
 
+    import compileall
+
+    import sampan
     from daemonlib import Daemon, _pythonpath, mkdir, sampan_argv
     from registries import REGISTRY_BIN, Image, Registry, Uploader
     from sampan.client import Client
     from sampan.demoimage import layer_tar
+
+    # An installed package has its bytecode; a source tree run with PYTHONDONTWRITEBYTECODE
+    # (as this machine's environment sets) would compile every CLI module at every call.
+    compileall.compile_dir(str(Path(sampan.__file__).parent), quiet=1)
 
     if not os.path.exists(REGISTRY_BIN):
         print("docker-registry is not installed", file=sys.stderr)
