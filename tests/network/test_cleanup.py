@@ -228,3 +228,31 @@ def test_bridge_none_gives_containers_no_network(nroot, busybox_archive):
                               capture_output=True).returncode != 0
     finally:
         d.stop()
+
+
+def test_daemons_sharing_a_bridge_never_share_an_address(nroot, busybox_archive):
+    from conftest import NetDaemon
+    from daemonlib import mkdir
+
+    a = make_daemon(nroot / uniq("sha-"), busybox_archive)
+    b = NetDaemon(mkdir(nroot / uniq("shb-")), fake=False)
+    b.bridge, b.bip = a.bridge, a.bip  # the same bridge (name and address)
+    b.start_net()
+    try:
+        st, _h, body = b.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200
+        ips = []
+        for d in (a, b, a, b):
+            name = uniq("s")
+            assert d.sampan("run", "-d", "--name", name, "busybox", "sleep", "30"
+                            ).returncode == 0
+            ips.append(d.json("GET", f"/containers/{name}/json")[1]["NetworkSettings"][
+                "IPAddress"])
+        assert len(set(ips)) == 4, ips
+        lease_dir = f"/run/sampan-leases/{a.bridge}"
+        assert sorted(os.listdir(lease_dir)) == sorted(ips)
+    finally:
+        cleanup_daemon(b)
+        cleanup_daemon(a)
+    assert not os.path.exists(lease_dir)  # every lease released, the directory with them

@@ -41,6 +41,8 @@ DEFAULT_BRIDGE = "sampan0"
 PREDEFINED = ("bridge", "host", "none")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DNS_ADDR = "127.0.0.11"
+# Host-wide, not per daemon: daemons given the same bridge name share its addresses.
+LEASES = Path(os.environ.get("SAMPAN_LEASES_DIR", "/run/sampan-leases"))
 DEFAULT_HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  "fe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
                  "ff02::2\tip6-allrouters\n")
@@ -515,6 +517,10 @@ class NetworkController:
             fw.remove_network(br, cfg["Subnet"], bool(net.get("Internal")))
         self.nl.del_link(br)
         self.realized.discard(net["Id"])
+        try:
+            (LEASES / br).rmdir()  # empty once no container holds an address there
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ containers: create
 
@@ -664,24 +670,11 @@ class NetworkController:
                               "ifaces": [], "ports": [], "rules": [], "links": {},
                               "dns": list(host.get("Dns") or self.default_dns), "user": False}
         with self.lock:
-            for n, (name, settings) in enumerate(nets.items()):
-                net = self.get(settings.get("NetworkID") or name)
-                self._realize(net)
-                cfg = net["IPAM"]["Config"][0]
-                subnet = ipaddress.IPv4Network(cfg["Subnet"])
-                used = {cfg["Gateway"]} | {i["ip"] for _e, i in self._on_net(net["Id"])}
-                rng = ipaddress.IPv4Network(cfg["IPRange"]) if cfg.get("IPRange") else None
-                ip = ipam.first_free(subnet, used, rng)
-                ep["ifaces"].append({
-                    "net": net["Id"], "netname": net["Name"], "bridge": self.bridge_of(net),
-                    "ip": str(ip), "prefix": subnet.prefixlen, "gateway": cfg["Gateway"],
-                    "mac": ipam.mac_str(ipam.mac_for(ip)), "veth": _veth_name(),
-                    "ifname": f"eth{n}", "aliases": list(settings.get("Aliases") or []),
-                    "endpoint": _hex(32), "internal": bool(net.get("Internal")),
-                    "mtu": int((net.get("Options") or {}).get("com.docker.network.driver.mtu")
-                               or self.mtu)})
-                if net["Name"] != "bridge":
-                    ep["user"] = True
+            try:
+                self._allocate(ep, nets, cid)
+            except BaseException:
+                self._unlease(ep)
+                raise
             self.endpoints[cid] = ep
             self._save_ep(ep)  # the intent: a crash from here on is undone at restart
         try:
@@ -705,6 +698,27 @@ class NetworkController:
                   (time.perf_counter() - t0) * 1e3)
         for i in ep["ifaces"]:
             self._event("connect", self.get(i["net"]), cid)
+
+    def _allocate(self, ep: dict[str, Any], nets: dict[str, Any], cid: str) -> None:
+        """An address on each network (bridges and rules made on first use); under the lock."""
+        for n, (name, settings) in enumerate(nets.items()):
+            net = self.get(settings.get("NetworkID") or name)
+            self._realize(net)
+            cfg = net["IPAM"]["Config"][0]
+            subnet = ipaddress.IPv4Network(cfg["Subnet"])
+            used = {cfg["Gateway"]} | {i["ip"] for _e, i in self._on_net(net["Id"])}
+            rng = ipaddress.IPv4Network(cfg["IPRange"]) if cfg.get("IPRange") else None
+            ip = self._lease(self.bridge_of(net), subnet, used, rng, cid)
+            ep["ifaces"].append({
+                "net": net["Id"], "netname": net["Name"], "bridge": self.bridge_of(net),
+                "ip": str(ip), "prefix": subnet.prefixlen, "gateway": cfg["Gateway"],
+                "mac": ipam.mac_str(ipam.mac_for(ip)), "veth": _veth_name(),
+                "ifname": f"eth{n}", "aliases": list(settings.get("Aliases") or []),
+                "endpoint": _hex(32), "internal": bool(net.get("Internal")),
+                "mtu": int((net.get("Options") or {}).get("com.docker.network.driver.mtu")
+                           or self.mtu)})
+            if net["Name"] != "bridge":
+                ep["user"] = True
 
     def _setup_netns(self, ep: dict[str, Any]) -> None:
         from sampan.drivers.network.netlink import Netlink
@@ -926,6 +940,62 @@ class NetworkController:
                        "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "", "Bridge": ""})
             ns["Ports"] = {}
 
+    # ------------------------------------------------------------------ host-wide leases
+
+    def _lease(self, bridge: str, subnet: ipaddress.IPv4Network, used: set[str],
+               rng: ipaddress.IPv4Network | None, cid: str) -> ipaddress.IPv4Address:
+        """The lowest address free for this daemon that no other daemon holds on a bridge of
+        the same name: `LEASES/<bridge>/<address>` files name their owner's endpoint record,
+        so a lease whose record is gone (a daemon or host that died) is taken over."""
+        d = LEASES / bridge
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        me = f"{self.ep_dir}\n{cid}\n".encode()
+        skip = set(used)
+        while True:
+            ip = ipam.first_free(subnet, skip, rng)
+            p = d / str(ip)
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the last holder removed the empty directory
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                continue
+            except FileExistsError:
+                if self._lease_held(p):
+                    skip.add(str(ip))
+                    continue
+                _atomic_write(p, me, sync=False)  # a stale lease: ours now
+                return ip
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+            return ip
+
+    def _lease_held(self, p: Path) -> bool:
+        try:
+            text = p.read_text()
+            age = time.time() - p.stat().st_mtime
+        except OSError:
+            return False
+        owner, _, rest = text.partition("\n")
+        cid = rest.strip()
+        if not cid:
+            return age < 5  # being written by its owner right now
+        if Path(owner) == self.ep_dir:
+            return cid in self.endpoints
+        return (Path(owner) / f"{cid}.json").exists()
+
+    def _unlease(self, ep: dict[str, Any]) -> None:
+        me = f"{self.ep_dir}\n{ep['cid']}\n"
+        for i in ep["ifaces"]:
+            p = LEASES / i["bridge"] / i["ip"]
+            try:
+                if p.read_text() == me:
+                    p.unlink()
+                p.parent.rmdir()  # fails while other addresses are held (ENOTEMPTY)
+            except OSError:
+                pass
+
     def _teardown(self, ep: dict[str, Any]) -> None:
         fw = self.fw
         if ep.get("rules") and fw is not None:
@@ -945,6 +1015,7 @@ class NetworkController:
         # The namespace's end destroys its veth pairs (asynchronously, in the kernel: deleting
         # them here would cost ~30 ms of RCU grace periods on every stop). A pair whose
         # namespace lives on because something else holds it is deleted a little later.
+        self._unlease(ep)
         names = [i["veth"] for i in ep["ifaces"]]
         if names:
             t = threading.Timer(3.0, self._reap_veths, (names,))
@@ -1061,7 +1132,7 @@ class NetworkController:
             cfg = net["IPAM"]["Config"][0]
             subnet = ipaddress.IPv4Network(cfg["Subnet"])
             used = {cfg["Gateway"]} | {i["ip"] for _e, i in self._on_net(net["Id"])}
-            ip = ipam.first_free(subnet, used)
+            ip = self._lease(self.bridge_of(net), subnet, used, None, rec.id)
             n = len(ep["ifaces"])
             iface = {"net": net["Id"], "netname": net["Name"], "bridge": self.bridge_of(net),
                      "ip": str(ip), "prefix": subnet.prefixlen, "gateway": cfg["Gateway"],
@@ -1120,6 +1191,7 @@ class NetworkController:
 
                     netns.run_in(ep["netns"], inside)
                     ep["ifaces"].remove(iface)
+                    self._unlease({"cid": rec.id, "ifaces": [iface]})
                     self._save_ep(ep)
         del nets[net["Name"]]
 
