@@ -7,6 +7,7 @@ few through the sampan CLI, all with the right output and exit code, and nothing
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -422,6 +423,59 @@ def test_lookup_during_create_is_404_not_500(croot, busybox_archive):
             assert st == 201, r
             assert set(seen) <= {200, 404} and 404 in seen, sorted(set(seen))
     finally:
+        for cid in ids_of(d):
+            d.request("DELETE", f"/containers/{cid}?force=1")
+        d.stop()
+
+
+def test_start_cut_short_is_recovered(croot, busybox_archive):
+    """The two outcomes of a start the crash cut short, made deterministic: the record still
+    says created while (a) the monitor runs the container — adopted as running, with its
+    process, and stop works — or (b) a monitor hangs without a container — killed, and the
+    record starts normally."""
+    import subprocess
+    import sys
+
+    d = start_daemon(croot / "cutshort", busybox_archive)
+    watcher = IdWatcher(d)
+    watcher.start()
+    stray = None
+    try:
+        st, r = d.json("POST", "/containers/create?name=adopt", body("echo hi; sleep 1000"))
+        a = r["Id"]
+        assert d.request("POST", "/containers/adopt/start")[0] == 204
+        pid = d.json("GET", "/containers/adopt/json")[1]["State"]["Pid"]
+        st, r = d.json("POST", "/containers/create?name=hung", body("echo ok"))
+        h = r["Id"]
+        d.stop(signal.SIGKILL)
+        # (a) what the record looked like before the daemon could save the start
+        p = d.data / "containers" / a / "config.v2.json"
+        doc = json.loads(p.read_text())
+        doc["State"].update({"Status": "created", "Running": False, "Pid": 0})
+        doc["SampanMonitor"] = {"Pid": 0, "StartTime": 0}
+        p.write_text(json.dumps(doc))
+        # (b) a process with a run-mode monitor's argv for "hung" that never gets anywhere
+        cdir = d.data / "containers" / h
+        stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                                  "run", str(cdir), h, str(d.exec / "runtime"), "3"])
+        d.start()
+        st = d.json("GET", "/containers/adopt/json")[1]["State"]
+        assert (st["Status"], st["Running"], st["Pid"]) == ("running", True, pid), st
+        assert "adopted" in d.log()
+        assert stray.wait(30) == -signal.SIGKILL
+        assert d.json("GET", "/containers/hung/json")[1]["State"]["Status"] == "created"
+        assert d.request("POST", "/containers/hung/start")[0] == 204
+        assert d.json("POST", "/containers/hung/wait")[1]["StatusCode"] == 0
+        assert d.request("POST", "/containers/adopt/stop?t=1")[0] == 204
+        assert d.json("GET", "/containers/adopt/json")[1]["State"]["ExitCode"] == 137
+        for n in ("adopt", "hung"):
+            assert d.request("DELETE", f"/containers/{n}")[0] == 204
+        assert_clean(d, watcher.stop(), d.pid)
+    finally:
+        watcher.stop()
+        if stray is not None and stray.poll() is None:
+            stray.kill()
+            stray.wait()
         for cid in ids_of(d):
             d.request("DELETE", f"/containers/{cid}?force=1")
         d.stop()
