@@ -256,3 +256,27 @@ def test_daemons_sharing_a_bridge_never_share_an_address(nroot, busybox_archive)
         cleanup_daemon(b)
         cleanup_daemon(a)
     assert not os.path.exists(lease_dir)  # every lease released, the directory with them
+
+
+def test_mtu_flag(nroot, busybox_archive):
+    from conftest import NetDaemon, free_subnet
+    from daemonlib import mkdir
+
+    d = NetDaemon(mkdir(nroot / uniq("mtu-")), fake=False)
+    d.bridge = uniq("stm")
+    net = free_subnet()
+    d.bip = __import__("ipaddress").IPv4Interface(f"{next(net.hosts())}/24")
+    d.start("--bridge", d.bridge, "--bip", str(d.bip), "--mtu", "9000")
+    try:
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200
+        r = d.sampan("run", "-d", "busybox", "sleep", "30")
+        assert r.returncode == 0, r.stderr
+        cid = r.stdout.strip()
+        r = d.sampan("exec", cid, "cat", "/sys/class/net/eth0/mtu")
+        assert r.stdout.strip() == "9000", r.stderr
+        with open(f"/sys/class/net/{d.bridge}/mtu") as f:  # (a bridge follows its ports')
+            assert f.read().strip() == "9000"
+    finally:
+        cleanup_daemon(d)

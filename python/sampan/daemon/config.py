@@ -103,6 +103,7 @@ class DaemonConfig:
     live_restore: bool = True
     bridge: str | None = None  # the default bridge's name (dockerd -b)
     bip: str | None = None  # its address and prefix (dockerd --bip)
+    mtu: int = 0  # the default bridge's MTU (dockerd --mtu; 0: 1500)
     extra: dict[str, Any] = field(default_factory=dict)  # accepted keys not used yet
 
     @property
@@ -132,6 +133,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "live_restore": ("live-restore", "bool"),
     "bridge": ("bridge", "str"),
     "bip": ("bip", "str"),
+    "mtu": ("mtu", "int"),
 }
 
 # daemon.json keys dockerd knows that Sampan accepts (kept, used by later parts or ignored)
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bridge", help="the default bridge's interface (default sampan0; "
                    "none: no default bridge)")
     p.add_argument("--bip", help="the default bridge's address and prefix, e.g. 172.20.0.1/16")
+    p.add_argument("--mtu", type=int, help="the default bridge's MTU (default 1500)")
     p.add_argument("--validate", action="store_true", help="check the configuration and exit")
     p.add_argument("-v", "--version", action="version", version=f"sampand {__version__}")
     return p
@@ -231,9 +234,11 @@ def _check_kind(path: Path, key: str, kind: str, value: Any) -> Any:
         "str": isinstance(value, str),
         "bool": isinstance(value, bool),
         "list": isinstance(value, list) and all(isinstance(x, str) for x in value),
+        "int": isinstance(value, int) and not isinstance(value, bool),
     }[kind]
     if not ok:
-        want = {"str": "a string", "bool": "true or false", "list": "a list of strings"}[kind]
+        want = {"str": "a string", "bool": "true or false", "list": "a list of strings",
+                "int": "an integer"}[kind]
         raise ConfigError(f"unable to configure the daemon with file {path}: "
                           f"{key} must be {want}, not {json.dumps(value)}")
     return value
@@ -304,6 +309,9 @@ def load(argv: list[str] | None = None) -> tuple[DaemonConfig, argparse.Namespac
     cfg.live_restore = bool(merged.get("live_restore", True))
     cfg.bridge = merged.get("bridge") or None
     cfg.bip = merged.get("bip") or None
+    cfg.mtu = int(merged.get("mtu") or 0)
+    if cfg.mtu and not 68 <= cfg.mtu <= 65535:
+        raise ConfigError(f"invalid --mtu {cfg.mtu}: between 68 and 65535")
     if cfg.bridge and (len(cfg.bridge) > 15 or "/" in cfg.bridge or " " in cfg.bridge):
         raise ConfigError(f"invalid bridge name {cfg.bridge!r}")
     if cfg.bip:

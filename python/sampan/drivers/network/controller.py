@@ -263,6 +263,10 @@ class NetworkController:
                 taken = self._taken_subnets(exclude=net["Id"])
                 pool = ipam.pick_pool(taken)
                 want = {"Subnet": str(pool), "Gateway": str(next(pool.hosts()))}
+        if opts.get("com.docker.network.driver.mtu") != str(self.mtu) and \
+                not any(self._on_net(net["Id"])):
+            opts["com.docker.network.driver.mtu"] = str(self.mtu)  # --mtu changed
+            self._save_net(net)
         if want and (want != cfg or opts.get("com.docker.network.bridge.name")
                      != self.bridge_name):
             if any(self._on_net(net["Id"])):
@@ -502,7 +506,7 @@ class NetworkController:
                     raise
             idx = nl.link_index(br)
         nl.add_addr(idx, gw)
-        nl.set_link(index=idx, up=True)
+        nl.set_link(index=idx, up=True, mtu=mtu)
         fwmod.network_sysctls(br)
         fw = self.fw
         if fw is not None:
