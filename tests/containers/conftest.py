@@ -15,7 +15,7 @@ DAEMON_TESTS = Path(__file__).resolve().parents[1] / "daemon"
 if str(DAEMON_TESTS) not in sys.path:
     sys.path.insert(0, str(DAEMON_TESTS))
 
-from daemonlib import Daemon, mkdir  # noqa: E402
+from daemonlib import Daemon, mkdir, start_daemon  # noqa: E402,F401
 
 if os.geteuid() != 0:
     pytest.skip("containers need root", allow_module_level=True)
@@ -34,15 +34,6 @@ def croot():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def start_daemon(root: Path, archive: bytes) -> Daemon:
-    d = Daemon(mkdir(root), fake=False)
-    d.start()
-    st, _h, body = d.request("POST", "/images/load?quiet=1", archive,
-                             {"Content-Type": "application/x-tar"})
-    assert st == 200 and b"Loaded image" in body, body
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ MONITORS = ["python", "rust"]
 
 
 def daemon_for(kind: str, root: Path, archive: bytes):
-    from conftest import start_daemon
+    from daemonlib import start_daemon
 
     if kind == "rust" and not os.access(monitorbin.BINARY, os.X_OK):
         pytest.skip("the Rust monitor is not built (python/sampan/libexec/sampan-monitor)")

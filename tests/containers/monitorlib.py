@@ -18,6 +18,9 @@ from sampan.bundle import make_bundle
 from sampan.containers import monitorbin
 
 REPO = Path(__file__).resolve().parents[2]
+# Where the sampan these tests import lives (site-packages, or the source tree with its built
+# extension): a Python monitor started with PYTHONPATH=PKG_PATH runs the same code.
+PKG_PATH = str(Path(monitorbin.__file__).resolve().parents[2])
 
 
 def monitor_cmd(kind: str) -> list[str]:
@@ -48,7 +51,7 @@ class Mon:
         (self.dir / "monitor.json").write_text(json.dumps(opts))
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO / "python")
+        env["PYTHONPATH"] = PKG_PATH
         with open(self.dir / "monitor.log", "ab") as err:
             p = subprocess.Popen(
                 monitor_cmd(kind) + ["run", str(self.dir), self.id, str(self.root),

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_daemon
+from daemonlib import start_daemon
 from interactive import MONITORS
 from leaks import assert_clean, monitors_for
 from sampan.containers import monitorbin

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import start_daemon
+from daemonlib import start_daemon
 
 
 def pss_kib(pid: int) -> int:

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import start_daemon
+from daemonlib import start_daemon
 from interactive import MONITORS
 from leaks import assert_clean, pids_alive
 from sampan.containers import monitorbin

@@ -275,8 +275,8 @@ def test_exec_mode(kind, base):
             (m.dir / f"exec-{eid}.json").write_text(json.dumps(
                 {"process": proc, "tty": tty, "stdin": False}))
             ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            from monitorlib import REPO, monitor_cmd
-            env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+            from monitorlib import PKG_PATH, monitor_cmd
+            env = dict(os.environ, PYTHONPATH=PKG_PATH)
             p = subprocess.Popen(monitor_cmd(kind) + ["exec", str(m.dir), m.id, str(m.root),
                                                       eid, str(theirs.fileno())],
                                  pass_fds=[theirs.fileno()], start_new_session=True, env=env,
@@ -314,12 +314,12 @@ def test_exec_mode(kind, base):
 
 def start_exec(m: Mon, kind: str, eid: str, proc: dict, tty: bool, stdin: bool):
     """An exec monitor up to "ready"; returns (control socket, connected client)."""
-    from monitorlib import REPO, monitor_cmd
+    from monitorlib import PKG_PATH, monitor_cmd
 
     (m.dir / f"exec-{eid}.json").write_text(json.dumps(
         {"process": proc, "tty": tty, "stdin": stdin}))
     ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    env = dict(os.environ, PYTHONPATH=PKG_PATH)
     p = subprocess.Popen(monitor_cmd(kind) + ["exec", str(m.dir), m.id, str(m.root), eid,
                                               str(theirs.fileno())],
                          pass_fds=[theirs.fileno()], start_new_session=True, env=env,

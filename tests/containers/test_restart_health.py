@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import start_daemon
+from daemonlib import start_daemon
 
 docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
 

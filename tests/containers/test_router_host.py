@@ -13,8 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import start_daemon
-from daemonlib import mkdir
+from daemonlib import mkdir, start_daemon
 
 
 def run_ok(d, *argv: str) -> str:

@@ -280,7 +280,7 @@ def _world_python() -> str:
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv is missing")
 def test_socket_refuses_users_outside_root_and_its_group(croot, busybox_archive,
                                                          temp_user_and_group):
-    from conftest import Daemon, mkdir
+    from daemonlib import Daemon, mkdir
 
     user, group = temp_user_and_group
     d = Daemon(mkdir(croot / f"sock-{user}"), fake=False)

@@ -234,3 +234,16 @@ def _wait_tcp(host: str, deadline: float) -> None:
 def mkdir(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def start_daemon(root: Path, archive: bytes) -> Daemon:
+    """A real sampand (real graph) on `root` with the docker archive `archive` loaded.
+
+    Lives here, not in a conftest, because test modules of different folders import it
+    while pytest's `conftest` module name points at whichever folder's conftest came last."""
+    d = Daemon(mkdir(root), fake=False)
+    d.start()
+    st, _h, body = d.request("POST", "/images/load?quiet=1", archive,
+                             {"Content-Type": "application/x-tar"})
+    assert st == 200 and b"Loaded image" in body, body
+    return d

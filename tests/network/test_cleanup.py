@@ -16,7 +16,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import cleanup_daemon, free_subnet, make_daemon, uniq, wait_http
+from conftest import NetDaemon, cleanup_daemon, free_subnet, make_daemon, uniq, wait_http
 
 
 @pytest.fixture
@@ -210,7 +210,6 @@ def test_kill9_then_restart_reconciles(d):
 
 
 def test_bridge_none_gives_containers_no_network(nroot, busybox_archive):
-    from conftest import NetDaemon
     from daemonlib import mkdir
 
     d = NetDaemon(mkdir(nroot / uniq("bnone-")), fake=False)
@@ -231,7 +230,6 @@ def test_bridge_none_gives_containers_no_network(nroot, busybox_archive):
 
 
 def test_daemons_sharing_a_bridge_never_share_an_address(nroot, busybox_archive):
-    from conftest import NetDaemon
     from daemonlib import mkdir
 
     a = make_daemon(nroot / uniq("sha-"), busybox_archive)
@@ -259,7 +257,6 @@ def test_daemons_sharing_a_bridge_never_share_an_address(nroot, busybox_archive)
 
 
 def test_mtu_flag(nroot, busybox_archive):
-    from conftest import NetDaemon, free_subnet
     from daemonlib import mkdir
 
     d = NetDaemon(mkdir(nroot / uniq("mtu-")), fake=False)

@@ -175,7 +175,10 @@ config globals 'globals'
     calls, gen = run_init(tmp_path, uci)
     command = next(c[2:] for c in calls if c[:2] == ["set_param", "command"])
     assert command[0] == "/usr/bin/sampand"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    import sampan
+
+    # the sampan this test imports: a source tree in CI has no built extension
+    env = dict(os.environ, PYTHONPATH=str(Path(sampan.__file__).resolve().parents[1]))
     argv = [sys.executable, "-m", "sampan.daemon.main", *command[1:]]
     r = subprocess.run([*argv, "--validate"], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
