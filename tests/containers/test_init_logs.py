@@ -174,13 +174,15 @@ def test_log_driver_none_and_unknown(sd):
 
 
 @needs_init
-def test_daemon_json_init_default(croot, busybox_archive):
-    """daemon.json "init": true makes --init the default; HostConfig.Init false still opts
-    out."""
+def test_daemon_json_defaults(croot, busybox_archive):
+    """daemon.json "init": true makes --init the default (HostConfig.Init false still opts
+    out); "log-driver"/"log-opts" are what a container without LogConfig.Type gets."""
     from daemonlib import Daemon, mkdir
 
     root = mkdir(croot / "init-default")
-    (root / "daemon.json").write_text(json.dumps({"init": True}))
+    (root / "daemon.json").write_text(json.dumps({
+        "init": True, "log-driver": "json-file",
+        "log-opts": {"max-size": "1k", "max-file": "2"}}))
     d = Daemon(root, fake=False)
     d.start()
     try:
@@ -197,5 +199,24 @@ def test_daemon_json_init_default(croot, busybox_archive):
             wait_exited(d, name)
             st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
             assert out[8:].split(b"\0")[0].decode() == want, out
+        for name, host, opts in (
+                ("logdflt", {}, {"max-size": "1k", "max-file": "2"}),
+                ("logown", {"LogConfig": {"Type": "", "Config": {"max-size": "2k"}}},
+                 {"max-size": "2k"})):
+            st, r = d.json("POST", f"/containers/create?name={name}",
+                           {"Image": "busybox", "Cmd": ["sh", "-c", LINES.format(n=100, pause="")],
+                            "HostConfig": host})
+            assert st == 201, r
+            assert d.request("POST", f"/containers/{name}/start")[0] == 204
+            info = wait_exited(d, name)
+            assert info["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": opts}
+            log = Path(info["LogPath"])
+            names = sorted(p.name for p in log.parent.glob(log.name + "*"))
+            if name == "logdflt":
+                assert names == [log.name, log.name + ".1"], names
+            else:  # max-file defaults to 1: the file is cut, never renamed
+                assert names == [log.name], names
+            assert all(p.stat().st_size <= int(opts["max-size"][0]) * 1024
+                       for p in log.parent.glob(log.name + "*"))
     finally:
         stop_daemon(d)

@@ -30,16 +30,32 @@ def parse_size(s: str) -> int:
     return int(float(m.group(1)) * mult)
 
 
+# daemon.json "log-driver" / "log-opts": what a container created without LogConfig.Type gets
+# (its options too, unless the request gave some), as dockerd does.
+daemon_default: dict[str, Any] = {"Type": "json-file", "Config": {}}
+
+
+def set_daemon_default(driver: Any, opts: Any) -> None:
+    """From daemon.json; a bad value raises InvalidArgument (the daemon reports it)."""
+    global daemon_default
+    daemon_default = {"Type": "json-file", "Config": {}}
+    daemon_default = validate({"Type": driver or "json-file", "Config": opts or {}})
+
+
 def validate(cfg: Any) -> dict[str, Any]:
     """HostConfig.LogConfig checked and normalised; a 400 with docker's words otherwise."""
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, dict):
         raise InvalidArgument("LogConfig must be an object")
-    driver = cfg.get("Type") or "json-file"
-    if not isinstance(driver, str):
+    driver = cfg.get("Type")
+    if driver is not None and not isinstance(driver, str):
         raise InvalidArgument("LogConfig.Type must be a string")
     opts = cfg.get("Config") or {}
+    if not driver:
+        driver = daemon_default["Type"]
+        if not opts:
+            opts = dict(daemon_default["Config"])
     if not isinstance(opts, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in opts.items()):
         raise InvalidArgument("LogConfig.Config must be an object of strings")

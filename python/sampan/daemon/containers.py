@@ -40,7 +40,14 @@ class Containers:
                                     lambda: eng.graph)
         from sampan.containers import initproc
 
-        initproc.daemon_default = bool((getattr(eng.config, "extra", None) or {}).get("init"))
+        extra = getattr(eng.config, "extra", None) or {}
+        initproc.daemon_default = bool(extra.get("init"))
+        from sampan.containers import logfiles
+
+        try:
+            logfiles.set_daemon_default(extra.get("log-driver"), extra.get("log-opts"))
+        except Exception as e:  # noqa: BLE001 - a bad daemon.json value must not stop sampand
+            log.warning("daemon.json log-driver/log-opts ignored: %s", e)
         from sampan.daemon.networks import controller
 
         self.store.network = controller(eng)  # type: ignore[attr-defined]
