@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import subprocess
 import threading
 import time
@@ -254,7 +253,7 @@ class VolumeStore:
         """(the volume, whether it was created now). An existing name returns the existing
         volume unchanged, as docker does."""
         if not name:
-            name = secrets.token_hex(32)
+            name = os.urandom(32).hex()
             anonymous = True
         valid_name(name)
         check_driver(driver, name)
@@ -269,7 +268,7 @@ class VolumeStore:
             if name in self.vols:
                 return self._view(self.vols[name]), False
             d = self.root / name
-            tmp = self.root / f".new-{name}-{secrets.token_hex(4)}"
+            tmp = self.root / f".new-{name}-{os.urandom(4).hex()}"
             tmp.mkdir(mode=0o701)
             try:
                 (tmp / "_data").mkdir(mode=0o755)
@@ -300,7 +299,7 @@ class VolumeStore:
                 r = subprocess.run(["umount", str(data)], capture_output=True, text=True)
                 if r.returncode:
                     raise SampanError(f"remove {name}: unmounting: {r.stderr.strip()}")
-            gone = self.root / f".rm-{name}-{secrets.token_hex(4)}"
+            gone = self.root / f".rm-{name}-{os.urandom(4).hex()}"
             os.rename(d, gone)
             _fsync_dir(self.root)
             del self.vols[name]

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import re
-import secrets
 import shutil
 import signal
 import threading
@@ -192,7 +191,7 @@ class ContainerStore:
             raise InvalidArgument("no command specified")
         mps = mountsmod.parse(config, host, image_config, lambda n: self.get(n).doc)
         config["Volumes"] = mountsmod.config_volumes(config, image_config)
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         with self.lock:
             if name:
                 name = specmod.valid_name(name)

@@ -9,7 +9,7 @@ rename) before the volume is made, and the leftover clean-up removes what the jo
 from __future__ import annotations
 
 import json
-import secrets
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class Journaled:
         if not name:
             from sampan.containers.spec import atomic_write
 
-            name, anonymous = secrets.token_hex(32), True
+            name, anonymous = os.urandom(32).hex(), True
             self._names.append(name)
             atomic_write(self._path, json.dumps(self._names).encode())
         return self._vols.create(name, driver, labels, options, anonymous=anonymous)

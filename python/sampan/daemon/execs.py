@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -242,7 +241,7 @@ async def create(req: Any, eng: Any) -> Any:
     parse_detach_keys(body.get("DetachKeys") or None)
     body["ConsoleSize"] = _console_size(body.get("ConsoleSize"))
     _running(rec)
-    ex = Exec(secrets.token_hex(32), rec, c.store.runtime_root, body, eng)
+    ex = Exec(os.urandom(32).hex(), rec, c.store.runtime_root, body, eng)
     _execs(eng).add(ex)
     _event(eng, rec, "exec_create: " + " ".join(ex.cmd), execID=ex.id)
     return json_response({"Id": ex.id}, 201)

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from typing import Any
@@ -196,7 +195,7 @@ async def probe(c: Any, rec: Any, test: list[str], timeout: float) -> dict[str, 
         return {"Start": start, "End": now_rfc3339(), "ExitCode": -1,
                 "Output": f"cannot prepare the healthcheck: {e}"}
     # a probe is an exec, and docker's event stream shows it as one
-    exec_id = secrets.token_hex(32)
+    exec_id = os.urandom(32).hex()
     cmd = " ".join(proc["args"])
     emit_container(c.eng, rec, "exec_create: " + cmd, execID=exec_id)
     emit_container(c.eng, rec, "exec_start: " + cmd, execID=exec_id)
