@@ -536,3 +536,15 @@ def test_idle_rss_and_threads(new_daemon, record_property):
           f"threads {d.threads()}")
     assert d.threads() == 1, "threads left running at idle"
     assert after < 40 * 1024
+
+
+def test_idle_daemon_does_not_map_libcrypto(new_daemon):
+    """OpenSSL's libcrypto (through hashlib, secrets, ssl) is ~2–3.5 MiB of resident memory;
+    an idle daemon must not have loaded it: ids come from os.urandom, the graph and the registry
+    client load it when a request needs them."""
+    d = new_daemon(fake=False).start()
+    time.sleep(0.3)
+    d.request("GET", "/_ping")
+    d.request("GET", "/containers/json?all=1")
+    maps = Path(f"/proc/{d.pid}/maps").read_text()
+    assert "libcrypto" not in maps and "_hashlib" not in maps
