@@ -14,7 +14,7 @@ import click
 from sampan.cli import format as fmt
 from sampan.cli import mount_opts
 from sampan.cli.networks_cmd import apply_network_options, network_options, ps_ports
-from sampan.cli.system_cmd import client, daemon_errors
+from sampan.cli.system_cmd import client, daemon_errors, each_name
 from sampan.client import APIError, ClientError
 
 EXIT_ENGINE = 125
@@ -216,19 +216,6 @@ def run_cmd(image: str, command: tuple[str, ...], detach: bool, **o: Any) -> Non
     click.echo(cid)
 
 
-def _each(names: tuple[str, ...], fn: Any) -> None:
-    failed = False
-    for n in names:
-        try:
-            fn(n)
-            click.echo(n)
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
-
-
 @click.command("start")
 @click.option("-a", "--attach", is_flag=True, help="attach STDOUT/STDERR and forward signals")
 @click.option("-i", "--interactive", is_flag=True, help="attach container's STDIN")
@@ -245,7 +232,7 @@ def start_cmd(attach: bool, interactive: bool, detach_keys: str | None,
         from sampan.cli.exec_cmd import start_attached
 
         sys.exit(start_attached(containers[0], interactive, detach_keys))
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/start"))
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/start"))
 
 
 @click.command("stop")
@@ -258,7 +245,7 @@ def stop_cmd(timeout: int | None, sig: str | None, containers: tuple[str, ...]) 
     """Stop one or more running containers."""
     c = client()
     c.timeout = None
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/stop",
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/stop",
                                           {"t": timeout, "signal": sig}))
 
 
@@ -269,7 +256,7 @@ def stop_cmd(timeout: int | None, sig: str | None, containers: tuple[str, ...]) 
 def kill_cmd(sig: str, containers: tuple[str, ...]) -> None:
     """Kill one or more running containers."""
     c = client()
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/kill", {"signal": sig}))
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/kill", {"signal": sig}))
 
 
 @click.command("rm")
@@ -280,7 +267,7 @@ def kill_cmd(sig: str, containers: tuple[str, ...]) -> None:
 def rm_cmd(force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove one or more containers."""
     c = client()
-    _each(containers, lambda n: c.request("DELETE", f"/containers/{n}",
+    each_name(containers, lambda n: c.request("DELETE", f"/containers/{n}",
                                           {"force": force, "v": volumes}))
 
 

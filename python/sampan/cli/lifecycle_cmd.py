@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from sampan.cli import format as fmt
-from sampan.cli.system_cmd import client, daemon_errors
+from sampan.cli.system_cmd import client, daemon_errors, each_name
 from sampan.client import APIError, ClientError
 
 
@@ -78,20 +78,6 @@ def events_cmd(filters: tuple[str, ...], format_: str | None, since: str | None,
 
 
 
-def _each(names: tuple[str, ...], fn: Any, echo: bool = True) -> None:
-    failed = False
-    for n in names:
-        try:
-            fn(n)
-            if echo:
-                click.echo(n)
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
-
-
 @click.command("restart")
 @click.option("-t", "--time", "--timeout", "timeout", type=int, help="seconds to wait before "
               "killing the container")
@@ -102,7 +88,7 @@ def restart_cmd(timeout: int | None, sig: str | None, containers: tuple[str, ...
     """Restart one or more containers."""
     c = client()
     c.timeout = None
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/restart",
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/restart",
                                           {"t": timeout, "signal": sig}))
 
 
@@ -112,7 +98,7 @@ def restart_cmd(timeout: int | None, sig: str | None, containers: tuple[str, ...
 def pause_cmd(containers: tuple[str, ...]) -> None:
     """Pause all processes within one or more containers."""
     c = client()
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/pause"))
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/pause"))
 
 
 @click.command("unpause")
@@ -121,7 +107,7 @@ def pause_cmd(containers: tuple[str, ...]) -> None:
 def unpause_cmd(containers: tuple[str, ...]) -> None:
     """Unpause all processes within one or more containers."""
     c = client()
-    _each(containers, lambda n: c.request("POST", f"/containers/{n}/unpause"))
+    each_name(containers, lambda n: c.request("POST", f"/containers/{n}/unpause"))
 
 
 @click.command("rename")
@@ -207,7 +193,7 @@ def update_cmd(containers: tuple[str, ...], **o: Any) -> None:
         for w in (r or {}).get("Warnings") or []:
             click.echo(f"WARNING: {w}", err=True)
 
-    _each(containers, one)
+    each_name(containers, one)
 
 
 # --------------------------------------------------------------------------- stats

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from sampan.cli import format as fmt
-from sampan.cli.system_cmd import client, daemon_errors, fail
+from sampan.cli.system_cmd import client, daemon_errors, fail, inspect_each
 from sampan.client import APIError
 
 NET_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
@@ -226,23 +226,7 @@ def ls_cmd(filters: tuple[str, ...], format_: str | None, quiet: bool, no_trunc:
 @daemon_errors
 def inspect_cmd(format_: str | None, verbose: bool, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
-    c = client()
-    out, failed = [], False
-    for n in names:
-        try:
-            out.append(c.get_json(f"/networks/{n}"))
-        except APIError as e:
-            if e.status != 404:
-                raise
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    if format_:
-        for obj in out:
-            click.echo(fmt.render(format_, obj), nl=False)
-    else:
-        click.echo(json.dumps(out, indent=4))
-    if failed:
-        sys.exit(1)
+    inspect_each(client(), "/networks", names, format_)
 
 
 @network_group.command("rm")

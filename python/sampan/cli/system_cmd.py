@@ -134,6 +134,42 @@ def daemon_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def each_name(names: tuple[str, ...], fn: Callable[[str], Any]) -> None:
+    """Docker's loop over several names (start, stop, rm, ...): one failure does not stop the
+    rest, each success prints its name, any failure makes the exit code 1."""
+    failed = False
+    for n in names:
+        try:
+            fn(n)
+            click.echo(n)
+        except APIError as e:
+            click.echo(f"Error response from daemon: {e.message}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+def inspect_each(c: Client, base: str, names: tuple[str, ...], format_: str | None) -> None:
+    """`sampan volume|network inspect`: the objects found are still printed when some names
+    are missing (docker prints them, then exits 1); errors other than 404 abort."""
+    out, failed = [], False
+    for n in names:
+        try:
+            out.append(c.get_json(f"{base}/{n}"))
+        except APIError as e:
+            if e.status != 404:
+                raise
+            click.echo(f"Error response from daemon: {e.message}", err=True)
+            failed = True
+    if format_:
+        for obj in out:
+            click.echo(fmt.render(format_, obj), nl=False)
+    else:
+        click.echo(json.dumps(out, indent=4))
+    if failed:
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- version
 
 

@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from sampan.cli import format as fmt
-from sampan.cli.system_cmd import client, daemon_errors
-from sampan.client import APIError
+from sampan.cli.system_cmd import client, daemon_errors, each_name, inspect_each
 
 LS_TABLE = "table {{.Driver}}\t{{.Name}}"
 LS_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE",
@@ -105,23 +104,7 @@ volume_group.add_command(ls_cmd, "list")
 @daemon_errors
 def inspect_cmd(format_: str | None, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    c = client()
-    out, failed = [], False
-    for n in names:
-        try:
-            out.append(c.get_json(f"/volumes/{n}"))
-        except APIError as e:
-            if e.status != 404:
-                raise
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    if format_:
-        for v in out:
-            click.echo(fmt.render(format_, v), nl=False)
-    else:
-        click.echo(json.dumps(out, indent=4))
-    if failed:
-        sys.exit(1)
+    inspect_each(client(), "/volumes", names, format_)
 
 
 @volume_group.command("rm")
@@ -131,16 +114,8 @@ def inspect_cmd(format_: str | None, names: tuple[str, ...]) -> None:
 def rm_cmd(force: bool, names: tuple[str, ...]) -> None:
     """Remove one or more volumes."""
     c = client()
-    failed = False
-    for n in names:
-        try:
-            c.request("DELETE", f"/volumes/{n}", {"force": force} if force else None)
-            click.echo(n)
-        except APIError as e:
-            click.echo(f"Error response from daemon: {e.message}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    each_name(names, lambda n: c.request("DELETE", f"/volumes/{n}",
+                                         {"force": force} if force else None))
 
 
 volume_group.add_command(rm_cmd, "remove")
