@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
+from sampan.fsutil import atomic_write, fsync_dir
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ANON_LABEL = "com.docker.volume.anonymous"
@@ -56,24 +57,9 @@ def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", lt) + zone
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(obj).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, json.dumps(obj).encode())
+    fsync_dir(path.parent)
 
 
 def _mounted(path: Path) -> bool:
@@ -276,7 +262,7 @@ class VolumeStore:
                         "Options": opts or None, "CreatedAt": _rfc3339(time.time())}
                 _atomic_json(tmp / "volume.json", meta)
                 os.rename(tmp, d)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             except BaseException:
                 self._purge(tmp)
                 raise
@@ -301,7 +287,7 @@ class VolumeStore:
                     raise SampanError(f"remove {name}: unmounting: {r.stderr.strip()}")
             gone = self.root / f".rm-{name}-{os.urandom(4).hex()}"
             os.rename(d, gone)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             del self.vols[name]
             self.refs.pop(name, None)
         self._purge(gone)

@@ -14,6 +14,7 @@ from typing import Any
 from sampan import hostfeatures
 from sampan.containers import resources as resmod
 from sampan.errors import InvalidArgument
+from sampan.fsutil import atomic_write  # also used as spec.atomic_write by the stores
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -308,17 +309,6 @@ def _read(p: str) -> str:
         return Path(p).read_text()
     except OSError:
         return ""
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def valid_name(name: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sampan.errors import Conflict, InvalidArgument, NotFound
+from sampan.fsutil import fsync_dir
 
 CHUNK = 1 << 20
 ALGORITHMS = {"sha256": 64, "sha512": 128}
@@ -44,14 +45,6 @@ def sha256_digest(data: bytes) -> str:
     import hashlib  # imported where used: OpenSSL's libcrypto costs an idle daemon 3.5 MiB
 
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Writer:

@@ -34,6 +34,7 @@ from typing import Any, Callable
 from sampan.drivers.network import firewall as fwmod
 from sampan.drivers.network import ipam, netns
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
+from sampan.fsutil import atomic_write
 
 log = logging.getLogger("sampand")
 
@@ -60,21 +61,6 @@ def _now() -> str:
     ns = time.time_ns()
     s, frac = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
-    """Temp file + rename (+ fsync when the file must survive a power cut, not just the
-    daemon's death: files rewritten at every container start, and records under the exec root,
-    which a reboot empties along with the containers they describe, skip it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def parse_port(key: str) -> tuple[int, str]:
@@ -193,10 +179,10 @@ class NetworkController:
 
     def _save_net(self, net: dict[str, Any]) -> None:
         doc = {k: v for k, v in net.items() if k != "Containers"}
-        _atomic_write(self.net_dir / f"{net['Id']}.json", json.dumps(doc, indent=1).encode())
+        atomic_write(self.net_dir / f"{net['Id']}.json", json.dumps(doc, indent=1).encode())
 
     def _save_ep(self, ep: dict[str, Any]) -> None:
-        _atomic_write(self.ep_dir / f"{ep['cid']}.json", json.dumps(ep).encode(), sync=False)
+        atomic_write(self.ep_dir / f"{ep['cid']}.json", json.dumps(ep).encode(), sync=False)
 
     def _load(self) -> None:
         for p in self.net_dir.glob("*.json"):
@@ -843,7 +829,7 @@ class NetworkController:
         if env:
             have = {e.split("=", 1)[0] for e in spec["process"]["env"]}
             spec["process"]["env"] += [e for e in env if e.split("=", 1)[0] not in have]
-        _atomic_write(p, json.dumps(spec).encode(), 0o600, sync=False)  # redone every start
+        atomic_write(p, json.dumps(spec).encode(), 0o600, sync=False)  # redone every start
 
     def _fill_settings(self, rec: Any, ep: dict[str, Any]) -> None:
         ns = rec.doc["NetworkSettings"]
@@ -890,7 +876,7 @@ class NetworkController:
         names = f"{hn}.{dn} {hn}" if dn else hn
         if ifaces:
             lines.append(f"{ifaces[0]['ip']}\t{names}\n")
-        _atomic_write(rec.dir / "hosts", "".join(lines).encode(), 0o644, sync=False)
+        atomic_write(rec.dir / "hosts", "".join(lines).encode(), 0o644, sync=False)
 
     def _write_resolv(self, rec: Any, ifaces: list[dict[str, Any]], host: dict[str, Any],
                       user: bool = False) -> None:
@@ -919,7 +905,7 @@ class NetworkController:
                 text += "search " + " ".join(search) + "\n"
             if opts:
                 text += "options " + " ".join(opts) + "\n"
-        _atomic_write(rec.dir / "resolv.conf", text.encode(), 0o644, sync=False)
+        atomic_write(rec.dir / "resolv.conf", text.encode(), 0o644, sync=False)
 
     # ------------------------------------------------------------------ containers: stop
 
@@ -967,7 +953,7 @@ class NetworkController:
                 if self._lease_held(p):
                     skip.add(str(ip))
                     continue
-                _atomic_write(p, me, sync=False)  # a stale lease: ours now
+                atomic_write(p, me, sync=False)  # a stale lease: ours now
                 return ip
             try:
                 os.write(fd, me)
