@@ -124,6 +124,22 @@ def attach_and_start(cid: str, *, tty: bool, stdin: bool, stdout: bool, stderr: 
     if h is None:
         click.echo(cid)
         return 0
+    why = _relay(c, cid, h, tty, stdin, keys, sig_proxy)
+    if why == "detached":
+        waiter.close()
+        return 0
+    res = _wait_result(wait, waiter)
+    err = (res.get("Error") or {}).get("Message") if isinstance(res.get("Error"), dict) \
+        else None
+    if err and res.get("StatusCode") is None:
+        _fail(f"Error: {err}", EXIT_ENGINE)
+    return int(res.get("StatusCode", 0))
+
+
+def _relay(c: Any, cid: str, h: Any, tty: bool, stdin: bool, keys: bytes,
+           sig_proxy: bool) -> str:
+    """Run the terminal session of an attach to `cid` (resizes and, with `sig_proxy`, the
+    signals the CLI receives go to the container); why it ended."""
     kc = c.fork()
 
     def resize(rows: int, cols: int) -> None:
@@ -132,22 +148,18 @@ def attach_and_start(cid: str, *, tty: bool, stdin: bool, stdout: bool, stderr: 
     def kill(sig: int) -> None:
         kc.request("POST", f"/containers/{cid}/kill", {"signal": str(int(sig))})
 
-    why = Session(h, tty=tty, stdin=stdin, detach_keys=keys, resize=resize,
-                  kill=kill if sig_proxy else None).run()
-    if why == "detached":
-        waiter.close()
-        return 0
+    return Session(h, tty=tty, stdin=stdin, detach_keys=keys, resize=resize,
+                   kill=kill if sig_proxy else None).run()
+
+
+def _wait_result(wait: Any, waiter: Any) -> dict[str, Any]:
+    """The body of the container's wait response ({} if the daemon went away); closes it."""
     try:
-        res = json.loads(wait.read() or b"{}")
+        return json.loads(wait.read() or b"{}")
     except (ValueError, OSError, ClientError):
-        res = {}
+        return {}
     finally:
         waiter.close()
-    err = (res.get("Error") or {}).get("Message") if isinstance(res.get("Error"), dict) \
-        else None
-    if err and res.get("StatusCode") is None:
-        _fail(f"Error: {err}", EXIT_ENGINE)
-    return int(res.get("StatusCode", 0))
 
 
 def run_attached(cid: str, o: dict[str, Any]) -> int:
@@ -201,27 +213,13 @@ def _attach_running(info: dict[str, Any], stdin: bool, sig_proxy: bool,
     h = c.fork().hijack(f"/containers/{cid}/attach",
                         {"stream": True, "stdin": stdin, "stdout": True, "stderr": True,
                          "detachKeys": detach_keys or None})
-    kc = c.fork()
-
-    def resize(rows: int, cols: int) -> None:
-        kc.request("POST", f"/containers/{cid}/resize", {"h": rows, "w": cols})
-
-    def kill(sig: int) -> None:
-        kc.request("POST", f"/containers/{cid}/kill", {"signal": str(int(sig))})
-
-    why = Session(h, tty=tty, stdin=stdin, detach_keys=keys, resize=resize,
-                  kill=kill if sig_proxy else None).run()
+    why = _relay(c, cid, h, tty, stdin, keys, sig_proxy)
     if why == "detached":
         waiter.close()
         if escape_is_error:
             _fail("read escape sequence", 1)
         return 0
-    try:
-        res = json.loads(wait.read() or b"{}")
-    except (ValueError, OSError, ClientError):
-        res = {}
-    finally:
-        waiter.close()
+    res = _wait_result(wait, waiter)
     return int(res.get("StatusCode", 0))
 
 
