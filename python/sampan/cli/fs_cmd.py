@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from sampan.cli.system_cmd import client, daemon_errors
+from sampan.cli.system_cmd import client, daemon_errors, write_output
 from sampan.client import APIError
 
 _GO_DIR = 1 << 31
@@ -250,26 +250,7 @@ def export_cmd(output: str | None, container: str) -> None:
     c = client()
     c.timeout = None
     r = c.request("GET", f"/containers/{container}/export", stream=True)
-    if output:
-        tmp = f"{output}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                for chunk in r.chunks():
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, output)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return
-    out = sys.stdout.buffer
-    for chunk in r.chunks():
-        out.write(chunk)
-    out.flush()
+    write_output(r.chunks(), output)
 
 
 @click.command("diff")

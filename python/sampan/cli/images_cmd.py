@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import click
 
 from sampan.cli import format as fmt
-from sampan.cli.system_cmd import client, daemon_errors, dump_json, state
+from sampan.cli.system_cmd import client, daemon_errors, dump_json, state, write_output
 from sampan.client import APIError, ClientError
 
 INDEX_SERVER = "https://index.docker.io/v1/"
@@ -492,27 +492,7 @@ def save_cmd(names: tuple[str, ...], output: str | None, platform: str | None) -
     if output is None and sys.stdout.isatty():
         raise ClientError("cowardly refusing to save to a terminal. Use the -o flag or "
                           "redirect")
-    resp = client().save(list(names))
-    if output is None:
-        sink = sys.stdout.buffer
-        for chunk in resp.chunks():
-            sink.write(chunk)
-        sink.flush()
-        return
-    tmp = f"{output}.sampan-tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in resp.chunks():
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_output(client().save(list(names)).chunks(), output)
 
 
 @click.command("load")

@@ -9,7 +9,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,31 @@ def inspect_each(c: Client, base: str, names: tuple[str, ...], format_: str | No
         click.echo(json.dumps(out, indent=4))
     if failed:
         sys.exit(1)
+
+
+def write_output(chunks: Iterable[bytes], output: str | None) -> None:
+    """A tar stream (save, export) to stdout, or to the file `output`: complete or not at all
+    (a temp file, fsynced, renamed over it; removed if the stream fails or is interrupted)."""
+    if not output:
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        return
+    tmp = f"{output}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # --------------------------------------------------------------------------- version
