@@ -293,31 +293,9 @@ pub fn atomic_write(path: &str, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// RFC 3339 UTC with nanoseconds, the format monitor.py and the daemon write.
-pub fn now_rfc3339() -> String {
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    let secs = ts.tv_sec as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ts.tv_nsec
-    )
-}
+/// RFC 3339 UTC with nanoseconds, the format monitor.py and the daemon write (the runtime
+/// prints `created` the same way).
+pub use sampan_runtime::state::now_rfc3339;
 
 /// docker's codes for a process that could not be started (as monitor.py's exit_code_for).
 pub fn exit_code_for(msg: &str) -> i32 {
