@@ -165,30 +165,28 @@ def recv_fd(conn: socket.socket) -> int:
     raise OSError("console socket: no file descriptor received")
 
 
-def listen_seqpacket(name: str) -> socket.socket:
-    """`name` relative to the current directory (CDIR can be longer than sun_path)."""
+def _listen_unix(name: str, kind: int, backlog: int) -> socket.socket:
+    """A fresh socket at `name` (a leftover of a previous run is replaced), owner-only."""
     try:
         os.unlink(name)
     except FileNotFoundError:
         pass
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    s = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
     s.bind(name)
     os.chmod(name, 0o600)
-    s.listen(64)
+    s.listen(backlog)
+    return s
+
+
+def listen_seqpacket(name: str) -> socket.socket:
+    """`name` relative to the current directory (CDIR can be longer than sun_path)."""
+    s = _listen_unix(name, socket.SOCK_SEQPACKET, 64)
     s.setblocking(False)
     return s
 
 
 def listen_console(name: str) -> socket.socket:
-    try:
-        os.unlink(name)
-    except FileNotFoundError:
-        pass
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.bind(name)
-    os.chmod(name, 0o600)
-    s.listen(1)
-    return s
+    return _listen_unix(name, socket.SOCK_STREAM, 1)
 
 
 def take_master(lsock: socket.socket, name: str, timeout: float = 10.0) -> int:
