@@ -9,22 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from daemonlib import inspect_container, run_detached
 
 docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"
-
-
-def _run_d(sd, *args):
-    r = sd.sampan("run", "-d", *args)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def _inspect(sd, ref):
-    st, doc = sd.json("GET", f"/containers/{ref}/json")
-    assert st == 200, doc
-    return doc
 
 
 def _log_lines(sd, ref) -> int:
@@ -41,7 +30,7 @@ def _memory_cgroup_file(cid: str, name: str) -> Path:
 
 @pytest.fixture
 def sleeper(sd):
-    cid = _run_d(sd, "busybox", "sleep", "1000")
+    cid = run_detached(sd, "busybox", "sleep", "1000")
     yield cid
     sd.request("DELETE", f"/containers/{cid}?force=1")
 
@@ -52,7 +41,7 @@ def test_top_lists_the_process(sd, sleeper):
     assert "PID" in top["Titles"] and "CMD" in top["Titles"]
     cmds = [p[top["Titles"].index("CMD")] for p in top["Processes"]]
     assert cmds == ["sleep 1000"]
-    pid = _inspect(sd, sleeper)["State"]["Pid"]
+    pid = inspect_container(sd, sleeper)["State"]["Pid"]
     assert top["Processes"][0][top["Titles"].index("PID")] == str(pid)
     # ps arguments
     st, top = sd.json("GET", f"/containers/{sleeper}/top?ps_args=-o%20pid,comm")
@@ -102,7 +91,7 @@ def test_stats_stream_gives_a_document_per_second(sd, sleeper):
 
 
 def test_stats_cli_no_stream(sd, sleeper):
-    name = _inspect(sd, sleeper)["Name"].lstrip("/")
+    name = inspect_container(sd, sleeper)["Name"].lstrip("/")
     r = sd.sampan("stats", "--no-stream", sleeper)
     assert r.returncode == 0, r.stderr
     head, line = r.stdout.splitlines()
@@ -116,7 +105,7 @@ def test_stats_cli_no_stream(sd, sleeper):
 
 @docker_cli
 def test_docker_stats_and_top(sd, sleeper):
-    name = _inspect(sd, sleeper)["Name"].lstrip("/")
+    name = inspect_container(sd, sleeper)["Name"].lstrip("/")
     r = sd.docker("stats", "--no-stream", name)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -129,11 +118,11 @@ def test_docker_stats_and_top(sd, sleeper):
 
 
 def test_pause_freezes_and_unpause_resumes(sd):
-    cid = _run_d(sd, "busybox", "sh", "-c", COUNTER)
+    cid = run_detached(sd, "busybox", "sh", "-c", COUNTER)
     try:
         time.sleep(0.5)
         assert sd.sampan("pause", cid).returncode == 0
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert doc["State"]["Paused"] and doc["State"]["Status"] == "paused"
         assert doc["State"]["Running"]
         r = sd.sampan("ps", "--filter", "status=paused", "--format", "{{.ID}} {{.Status}}")
@@ -150,7 +139,7 @@ def test_pause_freezes_and_unpause_resumes(sd):
         assert sd.sampan("unpause", cid).returncode == 0
         time.sleep(1)
         assert _log_lines(sd, cid) > b + 5
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert not doc["State"]["Paused"] and doc["State"]["Status"] == "running"
         st, body = sd.json("POST", f"/containers/{cid}/unpause")
         assert st == 409 and "is not paused" in body["message"]
@@ -158,14 +147,14 @@ def test_pause_freezes_and_unpause_resumes(sd):
         assert sd.sampan("pause", cid).returncode == 0
         r = sd.sampan("stop", "-t", "1", cid)
         assert r.returncode == 0, r.stderr
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert doc["State"]["Status"] == "exited" and not doc["State"]["Paused"]
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
 
 def test_kill_a_paused_container(sd):
-    cid = _run_d(sd, "busybox", "sleep", "1000")
+    cid = run_detached(sd, "busybox", "sleep", "1000")
     try:
         assert sd.sampan("pause", cid).returncode == 0
         assert sd.sampan("kill", cid).returncode == 0
@@ -183,24 +172,24 @@ def test_pause_a_stopped_container_is_409(sd):
 
 
 def test_rename(sd, sleeper):
-    old = _inspect(sd, sleeper)["Name"]
+    old = inspect_container(sd, sleeper)["Name"]
     t0 = time.time()
     assert sd.sampan("rename", sleeper, "renamed1").returncode == 0
-    assert _inspect(sd, "renamed1")["Id"] == sleeper
+    assert inspect_container(sd, "renamed1")["Id"] == sleeper
     assert sd.json("GET", f"/containers{old}/json")[0] == 404
     st, _h, body = sd.request("GET", f"/events?since={t0:.3f}&until={time.time() + 0.3:.3f}")
     ev = [json.loads(ln) for ln in body.splitlines()][-1]
     assert ev["Action"] == "rename"
     assert ev["Actor"]["Attributes"]["oldName"] == old
     assert ev["Actor"]["Attributes"]["name"] == "renamed1"
-    other = _run_d(sd, "--name", "taken1", "busybox", "sleep", "1000")
+    other = run_detached(sd, "--name", "taken1", "busybox", "sleep", "1000")
     try:
         st, body = sd.json("POST", f"/containers/{sleeper}/rename?name=taken1")
         assert st == 409 and "already in use" in body["message"]
         assert sd.json("POST", f"/containers/{sleeper}/rename?name=")[0] == 400
         assert sd.json("POST", f"/containers/{sleeper}/rename?name=bad%2Fname")[0] == 400
         assert sd.json("POST", f"/containers/{sleeper}/rename?name=renamed1")[0] == 400
-        assert _inspect(sd, sleeper)["Name"] == "/renamed1"  # nothing changed
+        assert inspect_container(sd, sleeper)["Name"] == "/renamed1"  # nothing changed
     finally:
         sd.request("DELETE", f"/containers/{other}?force=1")
 
@@ -213,11 +202,11 @@ def test_update_memory_changes_the_live_cgroup(sd, sleeper):
     r = sd.sampan("update", "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", sleeper)
     assert r.returncode == 0, r.stderr
     assert limit.read_text().strip() == str(64 * 1024 * 1024) != before
-    host = _inspect(sd, sleeper)["HostConfig"]
+    host = inspect_container(sd, sleeper)["HostConfig"]
     assert host["Memory"] == 64 * 1024 * 1024 and host["NanoCpus"] == 500_000_000
     assert host["PidsLimit"] == 50
     # visible from inside the container too (its cgroup namespace)
-    pid = _inspect(sd, sleeper)["State"]["Pid"]
+    pid = inspect_container(sd, sleeper)["State"]["Pid"]
     inside = Path(f"/proc/{pid}/root/sys/fs/cgroup/memory/memory.limit_in_bytes")
     if inside.exists():
         assert inside.read_text().strip() == str(64 * 1024 * 1024)
@@ -230,19 +219,19 @@ def test_update_memory_changes_the_live_cgroup(sd, sleeper):
 def test_docker_update(sd, sleeper):
     r = sd.docker("update", "--memory", "48m", "--restart", "on-failure:3", sleeper)
     assert r.returncode == 0, r.stderr
-    host = _inspect(sd, sleeper)["HostConfig"]
+    host = inspect_container(sd, sleeper)["HostConfig"]
     assert host["Memory"] == 48 * 1024 * 1024
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
 
 
 def test_update_bad_values_are_400(sd, sleeper):
-    before = _inspect(sd, sleeper)["HostConfig"]
+    before = inspect_container(sd, sleeper)["HostConfig"]
     for body in ({"CpusetCpus": "0-99"}, {"Memory": 1024}, {"BlkioWeight": 5},
                  {"NanoCpus": 10 ** 12}, {"RestartPolicy": {"Name": "sometimes"}},
                  {"Nonsense": 1}):
         st, out = sd.json("POST", f"/containers/{sleeper}/update", body)
         assert st == 400, (body, out)
-    assert _inspect(sd, sleeper)["HostConfig"] == before
+    assert inspect_container(sd, sleeper)["HostConfig"] == before
     assert sd.request("GET", "/_ping")[0] == 200
 
 
@@ -271,8 +260,8 @@ def test_docker_py_ops(sd):
 
 
 def test_info_counts_containers(sd):
-    a = _run_d(sd, "busybox", "sleep", "1000")
-    b = _run_d(sd, "busybox", "sleep", "1000")
+    a = run_detached(sd, "busybox", "sleep", "1000")
+    b = run_detached(sd, "busybox", "sleep", "1000")
     c = sd.sampan("create", "busybox", "true").stdout.strip()
     try:
         assert sd.sampan("pause", b).returncode == 0
@@ -289,14 +278,14 @@ def test_info_counts_containers(sd):
 
 
 def test_update_memory_above_the_swap_limit_is_409(sd):
-    cid = _run_d(sd, "-m", "32m", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "-m", "32m", "busybox", "sleep", "1000")
     try:
-        host = _inspect(sd, cid)["HostConfig"]
+        host = inspect_container(sd, cid)["HostConfig"]
         if host["MemorySwap"] != 64 << 20:
             pytest.skip("no swap accounting: docker keeps no swap limit either")
         st, body = sd.json("POST", f"/containers/{cid}/update", {"Memory": 128 << 20})
         assert st == 409 and "memoryswap" in body["message"]
-        assert _inspect(sd, cid)["HostConfig"]["Memory"] == 32 << 20
+        assert inspect_container(sd, cid)["HostConfig"]["Memory"] == 32 << 20
         st, body = sd.json("POST", f"/containers/{cid}/update",
                            {"Memory": 128 << 20, "MemorySwap": 256 << 20})
         assert st == 200, body
@@ -309,12 +298,12 @@ def test_update_memory_above_the_swap_limit_is_409(sd):
 
 
 def test_update_cpus_replaces_quota_and_period(sd):
-    cid = _run_d(sd, "--cpu-quota", "20000", "--cpu-period", "100000", "busybox", "sleep",
-                 "1000")
+    cid = run_detached(sd, "--cpu-quota", "20000", "--cpu-period", "100000", "busybox", "sleep",
+                       "1000")
     try:
         st, body = sd.json("POST", f"/containers/{cid}/update", {"NanoCpus": 1_500_000_000})
         assert st == 200, body
-        h = _inspect(sd, cid)["HostConfig"]
+        h = inspect_container(sd, cid)["HostConfig"]
         assert (h["NanoCpus"], h["CpuQuota"], h["CpuPeriod"]) == (1_500_000_000, 0, 0)
         quota = Path("/sys/fs/cgroup/cpu/sampan") / cid / "cpu.cfs_quota_us"
         if quota.exists():

@@ -13,21 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from daemonlib import start_daemon
+from daemonlib import inspect_container, run_detached, start_daemon
 
 docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
-
-
-def _run_d(sd, *args):
-    r = sd.sampan("run", "-d", *args)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def _inspect(sd, ref):
-    st, doc = sd.json("GET", f"/containers/{ref}/json")
-    assert st == 200, doc
-    return doc
 
 
 def _until(fn, timeout=20.0, step=0.1):
@@ -55,16 +43,16 @@ def _events(sd, since, **filters):
 
 def test_on_failure_retries_then_stops(sd):
     t0 = time.time()
-    cid = _run_d(sd, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
+    cid = run_detached(sd, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
     try:
         def done():
-            d = _inspect(sd, cid)
+            d = inspect_container(sd, cid)
             st = d["State"]
             return d if st["Status"] == "exited" and d["RestartCount"] == 2 else None
 
         doc = _until(done)
         time.sleep(1)  # and it stays that way
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert doc["RestartCount"] == 2 and doc["State"]["Status"] == "exited"
         assert doc["State"]["ExitCode"] == 3 and not doc["State"]["Restarting"]
         assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
@@ -76,23 +64,23 @@ def test_on_failure_retries_then_stops(sd):
 
 
 def test_on_failure_does_not_restart_a_success(sd):
-    cid = _run_d(sd, "--restart", "on-failure", "busybox", "true")
+    cid = run_detached(sd, "--restart", "on-failure", "busybox", "true")
     try:
-        _until(lambda: _inspect(sd, cid)["State"]["Status"] == "exited")
+        _until(lambda: inspect_container(sd, cid)["State"]["Status"] == "exited")
         time.sleep(0.5)
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert doc["RestartCount"] == 0 and doc["State"]["Status"] == "exited"
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
 
 def test_backoff_and_stop_cancels_a_pending_restart(sd):
-    cid = _run_d(sd, "--restart", "always", "busybox", "sh", "-c", "exit 1")
+    cid = run_detached(sd, "--restart", "always", "busybox", "sh", "-c", "exit 1")
     try:
         # 100 ms, 200, 400, 800, 1.6 s…: it is soon seen waiting to restart
-        _until(lambda: _inspect(sd, cid)["RestartCount"] >= 4)
+        _until(lambda: inspect_container(sd, cid)["RestartCount"] >= 4)
         doc = _until(lambda: (lambda d: d if d["State"]["Restarting"] else None)(
-            _inspect(sd, cid)), step=0.05)
+            inspect_container(sd, cid)), step=0.05)
         assert doc["State"]["Status"] == "restarting"
         r = sd.sampan("ps", "--filter", "status=restarting", "--format", "{{.Status}}")
         assert r.stdout.startswith("Restarting (1)")
@@ -100,14 +88,14 @@ def test_backoff_and_stop_cancels_a_pending_restart(sd):
         st, body = sd.json("DELETE", f"/containers/{cid}")
         assert st == 409, body
         assert sd.sampan("stop", cid).returncode == 0
-        n = _inspect(sd, cid)["RestartCount"]
+        n = inspect_container(sd, cid)["RestartCount"]
         time.sleep(3.5)  # longer than the next delays
-        doc = _inspect(sd, cid)
+        doc = inspect_container(sd, cid)
         assert doc["State"]["Status"] == "exited" and not doc["State"]["Restarting"]
         assert doc["RestartCount"] == n
         # a start by the user gives the policy back
         assert sd.sampan("start", cid).returncode == 0
-        _until(lambda: _inspect(sd, cid)["RestartCount"] > n)
+        _until(lambda: inspect_container(sd, cid)["RestartCount"] > n)
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
@@ -115,14 +103,14 @@ def test_backoff_and_stop_cancels_a_pending_restart(sd):
 def test_kill_and_unless_stopped(sd):
     """docker: kill marks the container stopped by the user: unless-stopped does not restart
     it, always does."""
-    a = _run_d(sd, "--restart", "unless-stopped", "busybox", "sleep", "1000")
-    b = _run_d(sd, "--restart", "always", "busybox", "sleep", "1000")
+    a = run_detached(sd, "--restart", "unless-stopped", "busybox", "sleep", "1000")
+    b = run_detached(sd, "--restart", "always", "busybox", "sleep", "1000")
     try:
         assert sd.sampan("kill", a, b).returncode == 0
-        _until(lambda: _inspect(sd, b)["RestartCount"] == 1 and
-               _inspect(sd, b)["State"]["Running"])
+        _until(lambda: inspect_container(sd, b)["RestartCount"] == 1 and
+                        inspect_container(sd, b)["State"]["Running"])
         time.sleep(0.5)
-        doc = _inspect(sd, a)
+        doc = inspect_container(sd, a)
         assert doc["State"]["Status"] == "exited" and doc["RestartCount"] == 0
     finally:
         for c in (a, b):
@@ -148,16 +136,16 @@ def test_policies_across_a_daemon_killed_and_restarted(croot, busybox_archive):
     root = croot / "restart-daemon"
     d = start_daemon(root, busybox_archive)
     try:
-        always = _run_d(d, "--restart", "always", "busybox", "sleep", "1000")
-        unless = _run_d(d, "--restart", "unless-stopped", "busybox", "sleep", "1000")
-        stopped_unless = _run_d(d, "--restart", "unless-stopped", "busybox", "sleep", "1000")
-        stopped_always = _run_d(d, "--restart", "always", "busybox", "sleep", "1000")
-        plain = _run_d(d, "busybox", "sleep", "1000")
-        healthy = _run_d(d, "--health-cmd", "true", "--health-interval", "200ms", "busybox",
-                         "sleep", "1000")
-        _until(lambda: _inspect(d, healthy)["State"]["Health"]["Status"] == "healthy")
+        always = run_detached(d, "--restart", "always", "busybox", "sleep", "1000")
+        unless = run_detached(d, "--restart", "unless-stopped", "busybox", "sleep", "1000")
+        stopped_unless = run_detached(d, "--restart", "unless-stopped", "busybox", "sleep", "1000")
+        stopped_always = run_detached(d, "--restart", "always", "busybox", "sleep", "1000")
+        plain = run_detached(d, "busybox", "sleep", "1000")
+        healthy = run_detached(d, "--health-cmd", "true", "--health-interval", "200ms", "busybox",
+                               "sleep", "1000")
+        _until(lambda: inspect_container(d, healthy)["State"]["Health"]["Status"] == "healthy")
         assert d.sampan("stop", "-t", "0", stopped_unless, stopped_always).returncode == 0
-        pids = {c: _inspect(d, c)["State"]["Pid"] for c in (always, unless, plain)}
+        pids = {c: inspect_container(d, c)["State"]["Pid"] for c in (always, unless, plain)}
         d.stop(signal.SIGKILL)
         # the containers die while there is no daemon
         for p in pids.values():
@@ -166,19 +154,19 @@ def test_policies_across_a_daemon_killed_and_restarted(croot, busybox_archive):
         d.start()
         for c in (always, unless):
             doc = _until(lambda c=c: (lambda x: x if x["State"]["Running"] else None)(
-                _inspect(d, c)))
+                inspect_container(d, c)))
             assert doc["State"]["Pid"] != pids[c] and doc["RestartCount"] == 1
         # docker: always comes back even after a stop, when the daemon starts
-        _until(lambda: _inspect(d, stopped_always)["State"]["Running"])
+        _until(lambda: inspect_container(d, stopped_always)["State"]["Running"])
         time.sleep(0.5)
-        assert _inspect(d, stopped_unless)["State"]["Status"] == "exited"
-        doc = _inspect(d, plain)
+        assert inspect_container(d, stopped_unless)["State"]["Status"] == "exited"
+        doc = inspect_container(d, plain)
         assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 137
         # a container that kept running keeps its health, and its probes go on
-        doc = _inspect(d, healthy)
+        doc = inspect_container(d, healthy)
         assert doc["State"]["Running"] and doc["State"]["Health"]["Status"] == "healthy"
         last = doc["State"]["Health"]["Log"][-1]["End"]
-        _until(lambda: _inspect(d, healthy)["State"]["Health"]["Log"][-1]["End"] > last)
+        _until(lambda: inspect_container(d, healthy)["State"]["Health"]["Log"][-1]["End"] > last)
     finally:
         for c in d.json("GET", "/containers/json?all=1")[1] or []:
             d.request("DELETE", f"/containers/{c['Id']}?force=1")
@@ -191,15 +179,15 @@ def test_policies_across_a_daemon_killed_and_restarted(croot, busybox_archive):
 
 def test_healthcheck_starting_then_healthy(sd):
     t0 = time.time()
-    cid = _run_d(sd, "--health-cmd", "test -e /tmp/ok", "--health-interval", "200ms",
-                 "--health-retries", "50", "busybox", "sh", "-c",
-                 "sleep 1; touch /tmp/ok; sleep 1000")
+    cid = run_detached(sd, "--health-cmd", "test -e /tmp/ok", "--health-interval", "200ms",
+                       "--health-retries", "50", "busybox", "sh", "-c",
+                       "sleep 1; touch /tmp/ok; sleep 1000")
     try:
-        assert _inspect(sd, cid)["State"]["Health"]["Status"] == "starting"
+        assert inspect_container(sd, cid)["State"]["Health"]["Status"] == "starting"
         r = sd.sampan("ps", "--format", "{{.Status}}", "--filter", f"id={cid}")
         assert r.stdout.strip().endswith("(health: starting)")
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "healthy"
-                              else None)(_inspect(sd, cid)))
+                              else None)(inspect_container(sd, cid)))
         h = doc["State"]["Health"]
         assert h["FailingStreak"] == 0 and h["Log"][-1]["ExitCode"] == 0
         assert len(h["Log"]) <= 5
@@ -222,11 +210,11 @@ def test_healthcheck_starting_then_healthy(sd):
 
 
 def test_failing_healthcheck_becomes_unhealthy_with_its_log(sd):
-    cid = _run_d(sd, "--health-cmd", "echo bad; exit 1", "--health-interval", "200ms",
-                 "--health-retries", "2", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "--health-cmd", "echo bad; exit 1", "--health-interval", "200ms",
+                       "--health-retries", "2", "busybox", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "unhealthy"
-                              else None)(_inspect(sd, cid)))
+                              else None)(inspect_container(sd, cid)))
         h = doc["State"]["Health"]
         assert h["FailingStreak"] >= 2
         assert h["Log"][-1]["ExitCode"] == 1 and h["Log"][-1]["Output"] == "bad\n"
@@ -235,25 +223,25 @@ def test_failing_healthcheck_becomes_unhealthy_with_its_log(sd):
         assert r.stdout.strip() == cid[:12]
         assert sd.sampan("ps", "--filter", "health=healthy", "-q").stdout.strip() == ""
         time.sleep(1.5)
-        assert len(_inspect(sd, cid)["State"]["Health"]["Log"]) == 5
+        assert len(inspect_container(sd, cid)["State"]["Health"]["Log"]) == 5
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
 
 def test_healthcheck_start_period(sd):
     """Failures in the start period do not count; probes run every start interval then."""
-    cid = _run_d(sd, "--health-cmd", "exit 1", "--health-interval", "300ms",
-                 "--health-start-period", "2s", "--health-start-interval", "100ms",
-                 "--health-retries", "1", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "--health-cmd", "exit 1", "--health-interval", "300ms",
+                       "--health-start-period", "2s", "--health-start-interval", "100ms",
+                       "--health-retries", "1", "busybox", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if len(x["State"]["Health"]["Log"]) >= 2 else None)(
-            _inspect(sd, cid)), step=0.05)
+            inspect_container(sd, cid)), step=0.05)
         h = doc["State"]["Health"]
         started = doc["State"]["StartedAt"]
         if h["Log"][-1]["End"] <= _plus(started, 1.8):
             assert h["Status"] == "starting" and h["FailingStreak"] == 0
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "unhealthy"
-                              else None)(_inspect(sd, cid)))
+                              else None)(inspect_container(sd, cid)))
         # with one retry and no start period the first probe (0.3 s) would have done it
         first_fail = doc["State"]["Health"]["Log"][-1]["End"]
         assert first_fail >= _plus(started, 2.0)
@@ -269,28 +257,28 @@ def _plus(rfc3339: str, seconds: float) -> str:
 
 
 def test_healthcheck_timeout_and_output_cap(sd):
-    cid = _run_d(sd, "--health-cmd", "head -c 10000 /dev/zero | tr '\\0' x; sleep 5",
-                 "--health-interval", "200ms", "--health-timeout", "500ms",
-                 "--health-retries", "1", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "--health-cmd", "head -c 10000 /dev/zero | tr '\\0' x; sleep 5",
+                       "--health-interval", "200ms", "--health-timeout", "500ms",
+                       "--health-retries", "1", "busybox", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Log"] else None)(
-            _inspect(sd, cid)))
+            inspect_container(sd, cid)))
         entry = doc["State"]["Health"]["Log"][0]
         assert entry["ExitCode"] == -1
         assert "Health check exceeded timeout" in entry["Output"]
-        _until(lambda: _inspect(sd, cid)["State"]["Health"]["Status"] == "unhealthy")
+        _until(lambda: inspect_container(sd, cid)["State"]["Health"]["Status"] == "unhealthy")
         # each timed-out probe was killed inside the container: they do not pile up (a new
         # one may be running now)
-        _until(lambda: len(_inspect(sd, cid)["State"]["Health"]["Log"]) >= 3)
+        _until(lambda: len(inspect_container(sd, cid)["State"]["Health"]["Log"]) >= 3)
         st, top = sd.json("GET", f"/containers/{cid}/top")
         assert sum("sleep 5" in " ".join(p) for p in top["Processes"]) <= 1
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
-    cid = _run_d(sd, "--health-cmd", "head -c 10000 /dev/zero | tr '\\0' x",
-                 "--health-interval", "200ms", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "--health-cmd", "head -c 10000 /dev/zero | tr '\\0' x",
+                       "--health-interval", "200ms", "busybox", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Log"] else None)(
-            _inspect(sd, cid)))
+            inspect_container(sd, cid)))
         assert len(doc["State"]["Health"]["Log"][0]["Output"]) == 4096
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
@@ -304,7 +292,7 @@ def test_healthcheck_api_and_bad_values(sd):
     cid = out["Id"]
     try:
         assert sd.request("POST", f"/containers/{cid}/start")[0] == 204
-        _until(lambda: _inspect(sd, cid)["State"]["Health"]["Status"] == "healthy")
+        _until(lambda: inspect_container(sd, cid)["State"]["Health"]["Status"] == "healthy")
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
     for hc in ({"Test": ["CMD", "true"], "Interval": 10}, {"Test": ["CMD", "true"],
@@ -314,9 +302,9 @@ def test_healthcheck_api_and_bad_values(sd):
         assert st == 400, (hc, out)
     r = sd.sampan("run", "--rm", "--no-healthcheck", "--health-cmd", "true", "busybox", "true")
     assert r.returncode != 0
-    cid = _run_d(sd, "--no-healthcheck", "busybox", "sleep", "1000")
+    cid = run_detached(sd, "--no-healthcheck", "busybox", "sleep", "1000")
     try:
-        assert "Health" not in _inspect(sd, cid)["State"]
+        assert "Health" not in inspect_container(sd, cid)["State"]
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 
@@ -352,26 +340,26 @@ def test_image_healthcheck_and_no_healthcheck(sd, busybox_archive):
     st, _h, body = sd.request("POST", "/images/load?quiet=1", arc,
                               {"Content-Type": "application/x-tar"})
     assert st == 200, body
-    cid = _run_d(sd, "healthy:img", "sleep", "1000")
+    cid = run_detached(sd, "healthy:img", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Status"] == "healthy"
-                              else None)(_inspect(sd, cid)))
+                              else None)(inspect_container(sd, cid)))
         assert doc["State"]["Health"]["Log"][-1]["Output"] == "from-image\n"
         assert doc["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "echo from-image"]
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
     # the container's own settings win over the image's
-    cid = _run_d(sd, "--health-cmd", "echo mine", "healthy:img", "sleep", "1000")
+    cid = run_detached(sd, "--health-cmd", "echo mine", "healthy:img", "sleep", "1000")
     try:
         doc = _until(lambda: (lambda x: x if x["State"]["Health"]["Log"] else None)(
-            _inspect(sd, cid)))
+            inspect_container(sd, cid)))
         assert doc["State"]["Health"]["Log"][-1]["Output"] == "mine\n"
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
-    cid = _run_d(sd, "--no-healthcheck", "healthy:img", "sleep", "1000")
+    cid = run_detached(sd, "--no-healthcheck", "healthy:img", "sleep", "1000")
     try:
         time.sleep(0.6)
-        assert "Health" not in _inspect(sd, cid)["State"]
+        assert "Health" not in inspect_container(sd, cid)["State"]
     finally:
         sd.request("DELETE", f"/containers/{cid}?force=1")
 

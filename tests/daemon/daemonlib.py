@@ -236,6 +236,20 @@ def mkdir(p: Path) -> Path:
     return p
 
 
+def run_detached(d: Daemon, *args: str) -> str:
+    """`sampan run -d ARGS` on `d`, which must succeed; the container's id."""
+    r = d.sampan("run", "-d", *args)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def inspect_container(d: Daemon, ref: str) -> dict:
+    """GET /containers/REF/json on `d`, which must succeed."""
+    st, doc = d.json("GET", f"/containers/{ref}/json")
+    assert st == 200, doc
+    return doc
+
+
 def start_daemon(root: Path, archive: bytes) -> Daemon:
     """A real sampand (real graph) on `root` with the docker archive `archive` loaded.
 
