@@ -82,6 +82,14 @@ def workdir():
             pass
 
 
+@pytest.fixture(scope="session")
+def busybox_archive():
+    """busybox as a docker archive, for the folders whose tests start a real sampand."""
+    from sampan.demoimage import docker_archive
+
+    return docker_archive("busybox:latest")
+
+
 _counter = itertools.count()
 
 

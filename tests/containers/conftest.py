@@ -22,13 +22,6 @@ if os.geteuid() != 0:
 
 
 @pytest.fixture(scope="session")
-def busybox_archive():
-    from sampan.demoimage import docker_archive
-
-    return docker_archive("busybox:latest")
-
-
-@pytest.fixture(scope="session")
 def croot():
     path = Path(tempfile.mkdtemp(prefix="sampan-ctr-tests-", dir="/tmp"))
     path.chmod(0o755)

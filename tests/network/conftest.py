@@ -75,13 +75,6 @@ def uniq(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def busybox_archive():
-    from sampan.demoimage import docker_archive
-
-    return docker_archive("busybox:latest")
-
-
-@pytest.fixture(scope="session")
 def nroot():
     path = Path(tempfile.mkdtemp(prefix="sampan-net-tests-", dir="/tmp"))
     path.chmod(0o755)
