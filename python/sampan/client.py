@@ -38,6 +38,18 @@ class APIError(ClientError):
         self.status = status
         self.message = message
 
+    @classmethod
+    def from_body(cls, status: int, raw: bytes) -> APIError:
+        """From an error answer's body: docker's {"message": ...}, else the text as it is."""
+        msg = raw.decode("utf-8", "replace").strip()
+        try:
+            obj = json.loads(msg)
+            if isinstance(obj, dict) and "message" in obj:
+                msg = str(obj["message"])
+        except ValueError:
+            pass
+        return cls(status, msg or f"HTTP {status}")
+
 
 class StreamError(APIError):
     """An `errorDetail` line inside a streamed answer (pull, push, load)."""
@@ -252,14 +264,7 @@ class Client:
         if r.status >= 400:
             raw = r.read()
             self._after(resp)
-            msg = raw.decode("utf-8", "replace").strip()
-            try:
-                obj = json.loads(msg)
-                if isinstance(obj, dict) and "message" in obj:
-                    msg = str(obj["message"])
-            except ValueError:
-                pass
-            raise APIError(r.status, msg or f"HTTP {r.status}")
+            raise APIError.from_body(r.status, raw)
         if not stream:
             data_out = r.read()
             self._after(resp)
@@ -418,14 +423,7 @@ class Client:
                     break
                 rest += chunk
             sock.close()
-            msg = rest.decode("utf-8", "replace").strip()
-            try:
-                obj = json.loads(msg)
-                if isinstance(obj, dict) and "message" in obj:
-                    msg = str(obj["message"])
-            except ValueError:
-                pass
-            raise APIError(status, msg or f"HTTP {status}")
+            raise APIError.from_body(status, rest)
         return Hijacked(sock, rest, headers)
 
     def fork(self) -> Client:
