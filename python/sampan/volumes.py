@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sampan.atomicfile import atomic_write, fsync_dir
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
-from sampan.fsutil import atomic_write, fsync_dir
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ANON_LABEL = "com.docker.volume.anonymous"

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from sampan import hostfeatures
+from sampan.atomicfile import atomic_write  # also used as spec.atomic_write by the stores
 from sampan.containers import resources as resmod
 from sampan.errors import InvalidArgument
-from sampan.fsutil import atomic_write  # also used as spec.atomic_write by the stores
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

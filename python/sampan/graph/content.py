@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from sampan.atomicfile import fsync_dir
 from sampan.errors import Conflict, InvalidArgument, NotFound
-from sampan.fsutil import fsync_dir
 
 CHUNK = 1 << 20
 ALGORITHMS = {"sha256": 64, "sha512": 128}

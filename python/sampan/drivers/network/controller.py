@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sampan.atomicfile import atomic_write
 from sampan.drivers.network import firewall as fwmod
 from sampan.drivers.network import ipam, netns
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
-from sampan.fsutil import atomic_write
 
 log = logging.getLogger("sampand")
 
