@@ -117,6 +117,16 @@ def warm_up(d, net):
     assert d.sampan("run", "--rm", "busybox", "true").returncode == 0
 
 
+def fresh_network(d, prefix):
+    """A new network on a free subnet, warmed up: (subnet, name, the idle state that removing
+    containers must come back to)."""
+    sub = free_subnet()
+    net = uniq(prefix)
+    assert d.sampan("network", "create", "--subnet", str(sub), net).returncode == 0
+    warm_up(d, net)
+    return sub, net, idle_state(d, [sub])
+
+
 def resolve_from(d, net, name):
     r = d.sampan("run", "--rm", "--network", net, "--dns", "127.0.0.1", "busybox",
                  "nslookup", name, "127.0.0.11")
@@ -124,11 +134,7 @@ def resolve_from(d, net, name):
 
 
 def test_rm_leaves_nothing(d):
-    sub = free_subnet()
-    net = uniq("cn")
-    assert d.sampan("network", "create", "--subnet", str(sub), net).returncode == 0
-    warm_up(d, net)
-    before = idle_state(d, [sub])
+    sub, net, before = fresh_network(d, "cn")
     port = free_port()
     names = [start_web(d, net, port)]
     r = d.sampan("run", "--rm", "-p", "0:80", "busybox", "true")  # default bridge, --rm
@@ -150,11 +156,7 @@ def test_rm_leaves_nothing(d):
 
 
 def test_daemon_restart_keeps_running_containers_connected(d):
-    sub = free_subnet()
-    net = uniq("rn")
-    assert d.sampan("network", "create", "--subnet", str(sub), net).returncode == 0
-    warm_up(d, net)
-    before = idle_state(d, [sub])
+    sub, net, before = fresh_network(d, "rn")
     port = free_port()
     web = start_web(d, net, port)
     assert d.stop() == 0
@@ -176,11 +178,7 @@ def test_daemon_restart_keeps_running_containers_connected(d):
 
 
 def test_kill9_then_restart_reconciles(d):
-    sub = free_subnet()
-    net = uniq("kn")
-    assert d.sampan("network", "create", "--subnet", str(sub), net).returncode == 0
-    warm_up(d, net)
-    before = idle_state(d, [sub])
+    sub, net, before = fresh_network(d, "kn")
     keep_port, die_port = free_port(), free_port()
     keep = start_web(d, net, keep_port)
     die = start_web(d, net, die_port)
