@@ -42,15 +42,23 @@ def remove_entry(dir_fd: int, name: str) -> None:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dir_fd)
+    # An entry that vanishes meanwhile is what we wanted: another remover (or the kernel,
+    # in an overlay work dir still mounted after a crash) may be at it too.
+    try:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
         return
-    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     try:
         clear_dir(fd)
     finally:
         os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def clear_dir(fd: int, keep=None) -> None:
