@@ -25,6 +25,8 @@ import struct
 import sys
 import time
 
+from sampan.units import now_rfc3339
+
 MAX_LINE = 16 * 1024  # docker splits longer lines into partial messages
 PACKET = 32 * 1024  # output bytes per attach packet
 CLIENT_BUFFER = 1024 * 1024  # a client that falls this far behind is dropped
@@ -33,10 +35,6 @@ EXIT_GRACE = 2.0  # after an exec's process exited, how long its leftover childr
 # the output open
 
 
-def now() -> str:
-    ns = time.time_ns()
-    s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
 
 
 def atomic_write(path: str, obj: dict) -> None:
@@ -128,7 +126,7 @@ class Log:
     def _emit(self, stream: str, lines: list) -> None:
         if not lines:
             return
-        t = now()
+        t = now_rfc3339()
         for ln in lines:
             data = (json.dumps({"log": ln.decode("utf-8", "replace"), "stream": stream,
                                 "time": t}, separators=(",", ":")) + "\n").encode()
@@ -524,7 +522,7 @@ def fail(fd: int, exit_path: str, msg: str, exec_mode: bool = False) -> int:
     if exec_mode:
         doc = {"ExitCode": exit_code_for(msg), "Error": msg}
     else:
-        doc = {"ExitCode": exit_code_for(msg), "FinishedAt": now(), "OOMKilled": False,
+        doc = {"ExitCode": exit_code_for(msg), "FinishedAt": now_rfc3339(), "OOMKilled": False,
                "Error": msg}
     atomic_write(exit_path, doc)
     send(fd, {"error": msg})
@@ -589,7 +587,7 @@ def run(argv: list) -> int:
             pass
         relay.finish()
         return fail(fd, exit_path, str(e))
-    send(fd, {"pid": c.pid, "monitor": os.getpid(), "started": now()})
+    send(fd, {"pid": c.pid, "monitor": os.getpid(), "started": now_rfc3339()})
     os.close(fd)
     try:
         pidfd = os.pidfd_open(c.pid)
@@ -627,7 +625,7 @@ def run(argv: list) -> int:
         oom = json.loads(c.stats()).get("oom_kills", 0) > 0
     except Exception:  # noqa: BLE001 - the cgroup may be gone
         pass
-    atomic_write(exit_path, {"ExitCode": status, "FinishedAt": now(), "OOMKilled": oom,
+    atomic_write(exit_path, {"ExitCode": status, "FinishedAt": now_rfc3339(), "OOMKilled": oom,
                              "Error": ""})
     relay.finish()
     try:

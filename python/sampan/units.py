@@ -1,4 +1,14 @@
-"""Human units as docker prints them (go-units), shared by the daemon and the CLI."""
+"""Human units as docker prints them (go-units), shared by the daemon and the CLI, and the
+RFC 3339 nanosecond timestamps docker writes. Standard library only: the monitor imports it."""
+
+import time
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    s, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
 
 
 def human_duration(seconds: float) -> str:

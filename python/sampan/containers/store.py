@@ -21,7 +21,7 @@ from sampan.containers import mounts as mountsmod
 from sampan.containers import resources
 from sampan.containers import spec as specmod
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
-from sampan.units import human_duration
+from sampan.units import human_duration, now_rfc3339  # noqa: F401 - now_rfc3339: others import it from here
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -37,10 +37,6 @@ class EngineError(SampanError):
     status = 500
 
 
-def now_rfc3339() -> str:
-    ns = time.time_ns()
-    s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
 
 
 def parse_rfc3339(s: str) -> float:

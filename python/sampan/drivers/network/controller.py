@@ -35,6 +35,7 @@ from sampan.atomicfile import atomic_write
 from sampan.drivers.network import firewall as fwmod
 from sampan.drivers.network import ipam, netns
 from sampan.errors import Conflict, InvalidArgument, NotFound, SampanError
+from sampan.units import now_rfc3339
 
 log = logging.getLogger("sampand")
 
@@ -57,10 +58,6 @@ class NetworkError(SampanError):
     status = 500
 
 
-def _now() -> str:
-    ns = time.time_ns()
-    s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
 
 
 def parse_port(key: str) -> tuple[int, str]:
@@ -219,7 +216,7 @@ class NetworkController:
 
     def _record(self, name: str, driver: str, ipam_cfg: list[dict[str, str]], internal: bool,
                 labels: dict[str, str], options: dict[str, str]) -> dict[str, Any]:
-        return {"Name": name, "Id": _hex(32), "Created": _now(), "Scope": "local",
+        return {"Name": name, "Id": _hex(32), "Created": now_rfc3339(), "Scope": "local",
                 "Driver": driver, "EnableIPv4": True, "EnableIPv6": False,
                 "IPAM": {"Driver": "default", "Options": None, "Config": ipam_cfg},
                 "Internal": internal, "Attachable": False, "Ingress": False,
