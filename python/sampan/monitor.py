@@ -7,10 +7,10 @@ Started by sampand in a new session; it forks once more (so it is nobody's child
 and outlives the daemon). Run mode creates the container through the runtime with its stdio on
 pipes (or a pty received over a console socket), shakes hands with the daemon on FD (created →
 start → started), serves `attach.sock` (output packets to any number of clients, stdin /
-close-stdin / resize from them), writes every output line to `<id>-json.log` in docker's
-json-file format (with optional rotation), and records `exit.json` atomically before it deletes
-the container from the runtime and exits. Exec mode does the same for one process run inside a
-running container, without a log.
+close-stdin / resize from them), writes every output line to `<id>-json.log` (or the path
+monitor.json names) in docker's json-file format (with optional rotation), and records
+`exit.json` atomically before it deletes the container from the runtime and exits. Exec mode
+does the same for one process run inside a running container, without a log.
 
 The Rust binary `sampan-monitor` follows the same protocol; this one is the fallback for a
 source tree and a second implementation for the protocol tests. Import-light on purpose: only
@@ -150,7 +150,9 @@ def make_log(cdir: str, cid: str, opts: dict):
     conf = opts.get("log") or {}
     if conf.get("driver") == "none":
         return NoLog()
-    return Log(os.path.join(cdir, f"{cid}-json.log"), conf.get("max_size") or 0,
+    # "path": where the daemon wants it (its --log-root, e.g. on tmpfs); relative to CDIR
+    path = conf.get("path") or f"{cid}-json.log"
+    return Log(os.path.join(cdir, path), conf.get("max_size") or 0,
                conf.get("max_file") or 1)
 
 
@@ -547,7 +549,10 @@ def run(argv: list) -> int:
     except FileNotFoundError:
         pass
     opts = read_options(os.path.join(cdir, "monitor.json"))
-    log = make_log(cdir, cid, opts)
+    try:
+        log = make_log(cdir, cid, opts)
+    except OSError as e:  # as the Rust monitor: reported, recorded, no container made
+        return fail(fd, exit_path, f"open log: {e.strerror} (os error {e.errno})")
     tty = bool(opts.get("tty"))
     relay = Relay(listen_seqpacket("attach.sock"), log, tty, bool(opts.get("stdin_once")),
                   bool(opts.get("stdin")))

@@ -241,6 +241,43 @@ def test_rotation(kind, base):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_log_path_outside_the_container_dir(kind, base):
+    """monitor.json's log path (the daemon's --log-root): the log and its rotations go there,
+    nothing into CDIR."""
+    logdir = base / "logroot" / "c1"
+    logdir.mkdir(parents=True)
+    path = logdir / "c1-json.log"
+    log = {"driver": "json-file", "max_size": 2000, "max_file": 3, "path": str(path)}
+    m = Mon(kind, base, ["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; "
+                                     "i=$((i+1)); done"], log=log)
+    m.start()
+    assert m.wait_exit()["ExitCode"] == 0
+    assert not list(m.dir.glob("*json.log*"))
+    files = sorted(p.name for p in logdir.iterdir())
+    assert files == ["c1-json.log", "c1-json.log.1", "c1-json.log.2"], files
+    lines = []
+    for f in ("c1-json.log.2", "c1-json.log.1", "c1-json.log"):
+        data = (logdir / f).read_bytes()
+        assert len(data) <= 2000
+        lines += [json.loads(ln)["log"] for ln in data.splitlines()]
+    first = int(lines[0].strip().split("-")[1])
+    assert first > 0 and lines == [f"line-{i}\n" for i in range(first, 200)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_log_path_missing_dir_is_reported(kind, base):
+    """A log directory that is gone (a wiped tmpfs the daemon did not remake): both monitors
+    answer the same error, record it, and make no container."""
+    path = base / "gone" / "c-json.log"
+    m = Mon(kind, base, ["true"], log={"driver": "json-file", "max_size": 0, "max_file": 1,
+                                       "path": str(path)})
+    assert m.created == {"error": "open log: No such file or directory (os error 2)"}
+    ex = m.wait_exit()
+    assert ex["Error"] == m.created["error"]
+    assert not (m.root / m.id).exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_log_driver_none(kind, base):
     m = Mon(kind, base, ["echo", "nothing kept"], log={"driver": "none"})
     a = m.attach()

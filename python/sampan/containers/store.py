@@ -1,8 +1,10 @@
 """The container store: one directory per container under `<data-root>/containers/<id>/`:
 config.v2.json (the daemon's record, atomic writes), config.json (the OCI bundle config),
 hostname/hosts/resolv.conf, `<id>-json.log`, and exit.json + monitor.log written by the
-monitor. All methods are blocking and thread-safe (one lock); the daemon calls them from
-worker threads."""
+monitor. With the daemon's --log-root the json log is `<log-root>/<id>/<id>-json.log` instead;
+each record keeps its own LogPath, so a daemon restarted with another --log-root still finds
+(and keeps writing) the logs of containers made before. All methods are blocking and
+thread-safe (one lock); the daemon calls them from worker threads."""
 
 from __future__ import annotations
 
@@ -84,13 +86,22 @@ class Record:
     def running(self) -> bool:
         return bool(self.state.get("Running"))
 
+    @property
+    def log_path(self) -> Path:
+        """The json-file log, where it was put at create (records older than LogPath: the
+        container's directory)."""
+        p = self.doc.get("LogPath")
+        return Path(p) if p else self.dir / f"{self.id}-json.log"
+
     def save(self) -> None:
         specmod.atomic_write(self.dir / "config.v2.json", json.dumps(self.doc).encode())
 
 
 class ContainerStore:
-    def __init__(self, data_root: Path, exec_root: Path, graph: Callable[[], Any]):
+    def __init__(self, data_root: Path, exec_root: Path, graph: Callable[[], Any],
+                 log_root: Path | None = None):
         self.root = data_root / "containers"
+        self.log_root = log_root
         self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.runtime_root = exec_root / "runtime"
         self.runtime_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -258,7 +269,8 @@ class ContainerStore:
                 "ResolvConfPath": str(cdir / "resolv.conf"),
                 "HostnamePath": str(cdir / "hostname"),
                 "HostsPath": str(cdir / "hosts"),
-                "LogPath": str(cdir / f"{cid}-json.log"),
+                "LogPath": str((self.log_root / cid if self.log_root else cdir)
+                               / f"{cid}-json.log"),
                 "Name": "/" + name,
                 "RestartCount": 0,
                 "Driver": getattr(graph, "driver_name", "overlay"),
@@ -305,9 +317,10 @@ class ContainerStore:
         cfg = rec.doc["Config"]
         from sampan.containers.logfiles import monitor_options
 
+        log = monitor_options(rec.doc["HostConfig"].get("LogConfig"))
+        log["path"] = str(rec.log_path)
         return {"tty": bool(cfg.get("Tty")), "stdin": bool(cfg.get("OpenStdin")),
-                "stdin_once": bool(cfg.get("StdinOnce")),
-                "log": monitor_options(rec.doc["HostConfig"].get("LogConfig"))}
+                "stdin_once": bool(cfg.get("StdinOnce")), "log": log}
 
     def start(self, rec: Record, on_created: Callable[[], None] | None = None) -> int:
         """Start the container's monitor; returns the monitor's pid (for the daemon to watch).
@@ -335,6 +348,11 @@ class ContainerStore:
                     shutil.rmtree(stale, ignore_errors=True)
             # the last run's status must not pass for this run's if its monitor dies unheard
             (rec.dir / "exit.json").unlink(missing_ok=True)
+            if rec.log_path.parent != rec.dir:
+                # in the log root, which may be a tmpfs emptied by a reboot since
+                logdir = rec.log_path.parent
+                logdir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                logdir.mkdir(mode=0o700, exist_ok=True)
             from sampan.containers import launch
 
             net = getattr(self, "network", None)
@@ -435,6 +453,9 @@ class ContainerStore:
             pass
         # while the record still names its volumes: once it is gone nothing would
         mountsmod.release(rec.id, mountsmod.volumes_for(self.root.parent), volumes)
+        logdir = rec.log_path.parent
+        if logdir != rec.dir and logdir.name == rec.id:  # its own directory in a log root
+            shutil.rmtree(logdir, ignore_errors=True)
         try:
             (rec.dir / "config.v2.json").unlink()
         except OSError:

@@ -83,6 +83,9 @@ def parse_host(s: str, tls: bool = False) -> Host:
 class DaemonConfig:
     data_root: Path = Path(DEFAULT_DATA_ROOT)
     exec_root: Path = Path(DEFAULT_EXEC_ROOT)
+    # where new containers' json-file logs go (<log_root>/<id>/); None: the container's
+    # directory, as docker does. A router points it at tmpfs to spare its flash.
+    log_root: Path | None = None
     hosts: list[Host] = field(default_factory=list)
     pidfile: Path | None = None
     insecure_registries: list[str] = field(default_factory=list)
@@ -115,6 +118,7 @@ class DaemonConfig:
 _KEYS: dict[str, tuple[str, str]] = {
     "data_root": ("data-root", "str"),
     "exec_root": ("exec-root", "str"),
+    "log_root": ("log-root", "str"),
     "hosts": ("hosts", "list"),
     "pidfile": ("pidfile", "str"),
     "insecure_registries": ("insecure-registries", "list"),
@@ -160,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     # every default is None so that "given on the command line" can be told from "not given"
     p.add_argument("--data-root", help=f"root of persistent state (default {DEFAULT_DATA_ROOT})")
     p.add_argument("--exec-root", help=f"root of runtime state (default {DEFAULT_EXEC_ROOT})")
+    p.add_argument("--log-root", help="directory for containers' json-file logs, "
+                   "<LOG_ROOT>/<id>/ (default: each container's directory in the data root)")
     p.add_argument("-H", "--host", dest="hosts", action="append", metavar="HOST",
                    help=f"socket(s) to listen on (default {DEFAULT_HOST}); repeatable")
     p.add_argument("-p", "--pidfile", help="pid file (default EXEC_ROOT/sampand.pid)")
@@ -276,6 +282,7 @@ def load(argv: list[str] | None = None) -> tuple[DaemonConfig, argparse.Namespac
         p = getattr(cfg, name)
         if not p.is_absolute():
             setattr(cfg, name, Path(os.path.abspath(p)))
+    cfg.log_root = _log_root(merged.get("log_root"))
     cfg.debug = bool(merged.get("debug", False))
     cfg.log_level = merged.get("log_level", "debug" if cfg.debug else "info")
     if cfg.log_level not in LOG_LEVELS:
@@ -324,6 +331,20 @@ def load(argv: list[str] | None = None) -> tuple[DaemonConfig, argparse.Namespac
                               "prefix, e.g. 172.20.0.1/16") from None
     _check_tls(cfg)
     return cfg, args
+
+
+def _log_root(value: str | None) -> Path | None:
+    """--log-root / "log-root": absolute, and a directory if it exists (made at start-up)."""
+    if value is None or value == "":
+        return None
+    if not value.startswith("/"):
+        raise ConfigError(f"invalid log-root {value!r}: it must be an absolute path")
+    p = Path(os.path.normpath(value))
+    if p == Path("/"):
+        raise ConfigError("invalid log-root '/': a directory of its own is needed")
+    if os.path.lexists(p) and not p.is_dir():
+        raise ConfigError(f"invalid log-root {value!r}: it exists and is not a directory")
+    return p
 
 
 def _check_tls(cfg: DaemonConfig) -> None:

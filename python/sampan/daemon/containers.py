@@ -37,7 +37,7 @@ class Containers:
 
         self.eng = eng
         self.store = ContainerStore(eng.config.data_root, eng.config.exec_root,
-                                    lambda: eng.graph)
+                                    lambda: eng.graph, getattr(eng.config, "log_root", None))
         from sampan.containers import initproc
 
         extra = getattr(eng.config, "extra", None) or {}
@@ -405,7 +405,7 @@ async def _follow_log(c: Containers, rec: Any, offset: int, follow: bool,
     container stops (then what is left)."""
     from sampan.containers.store import parse_rfc3339
 
-    path = rec.dir / f"{rec.id}-json.log"
+    path = rec.log_path
     ev = c.event(rec.id) if (follow and rec.running) else None
     pending = b""
 

@@ -278,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
         # traversable: the socket inside is for root and the socket's group
         cfg.exec_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        if cfg.log_root is not None:
+            try:
+                cfg.log_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as e:
+                raise StartError(f"cannot create log-root {cfg.log_root}: "
+                                 f"{e.strerror or e}") from None
         lock_fd = _lock(cfg)
         assert cfg.pidfile is not None
         _check_pidfile(cfg.pidfile)

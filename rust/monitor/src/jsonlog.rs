@@ -23,7 +23,8 @@ pub struct JsonLog {
 }
 
 impl JsonLog {
-    /// Appends to `name` (relative to the container's directory). `max_size` 0: no rotation.
+    /// Appends to `name` (absolute, or relative to the container's directory). `max_size` 0:
+    /// no rotation; rotated files are `name.1`, `name.2`… beside it.
     pub fn open(name: &str, max_size: u64, max_file: u32) -> io::Result<JsonLog> {
         let fd = sys::open(name, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o640)?;
         let mut st: libc::stat = unsafe { std::mem::zeroed() };

@@ -222,6 +222,12 @@ pub fn run(args: &[String]) -> i32 {
         .and_then(|l| l.get("max_file"))
         .and_then(Value::as_u64)
         .unwrap_or(1) as u32;
+    // where the daemon wants the log (its --log-root, e.g. on tmpfs); relative: to CDIR
+    let log_path = logcfg
+        .and_then(|l| l.get("path"))
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| format!("{id}-json.log"), str::to_owned);
 
     let fail = |msg: String, stdio: Option<&mut Stdio>| {
         if let Some(s) = stdio {
@@ -240,7 +246,7 @@ pub fn run(args: &[String]) -> i32 {
     let log = if driver == "none" {
         None
     } else {
-        match JsonLog::open(&format!("{id}-json.log"), max_size, max_file) {
+        match JsonLog::open(&log_path, max_size, max_file) {
             Ok(l) => Some(l),
             Err(e) => return fail(format!("open log: {e}"), None),
         }
