@@ -239,7 +239,7 @@ async def attach(req: Any, eng: Any) -> Hijack:
 
     async def run(s: HijackedStream) -> None:
         nonlocal msock
-        c.attached[rec.id] = c.attached.get(rec.id, 0) + 1
+        c.attach_begin(rec.id)
         try:
             if logs:
                 # docker-py reads the hijacked socket itself once it has parsed the answer's
@@ -273,9 +273,7 @@ async def attach(req: Any, eng: Any) -> Hijack:
                 lst.remove(fut)
             if msock is not None:
                 msock.close()
-            c.attached[rec.id] -= 1
-            if not c.attached[rec.id]:
-                del c.attached[rec.id]
+            c.attach_end(rec.id)
 
     ctype = "application/vnd.docker.raw-stream" if tty else \
         "application/vnd.docker.multiplexed-stream"

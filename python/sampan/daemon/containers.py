@@ -58,6 +58,7 @@ class Containers:
         # Attach streams per container: an auto-removed container keeps its log until they
         # have read it (they follow the json log, not the process's pipes).
         self.attached: dict[str, int] = {}
+        self._detached: dict[str, asyncio.Event] = {}  # set when the last attach ends
 
     # ---------------------------------------------------------------- exits
 
@@ -113,11 +114,27 @@ class Containers:
         if rec.doc["HostConfig"].get("AutoRemove"):
             asyncio.ensure_future(self._auto_remove(rec))
 
+    def attach_begin(self, cid: str) -> None:
+        self.attached[cid] = self.attached.get(cid, 0) + 1
+
+    def attach_end(self, cid: str) -> None:
+        self.attached[cid] -= 1
+        if not self.attached[cid]:
+            del self.attached[cid]
+            ev = self._detached.pop(cid, None)
+            if ev is not None:
+                ev.set()
+
     async def _auto_remove(self, rec: Any) -> None:
-        for _ in range(200):  # at most 10 s for attached clients to drain the log
-            if not self.attached.get(rec.id):
-                break
-            await asyncio.sleep(0.05)
+        if self.attached.get(rec.id):
+            # woken the moment the last attached client has drained the log (a poll here
+            # cost every `run --rm` up to its period)
+            ev = self._detached.setdefault(rec.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(ev.wait(), 10)
+            except asyncio.TimeoutError:
+                pass
+            self._detached.pop(rec.id, None)
         await self.remove(rec, force=False, volumes=True)  # --rm takes anonymous volumes
 
     async def remove(self, rec: Any, force: bool, volumes: bool = False) -> None:
