@@ -29,7 +29,8 @@ config_load() {
 
 config_get() {
 	local __var="$1" __sec="$2" __opt="$3" __def="$4" __val
-	eval "__val=\${CONFIG_${__sec}_${__opt}-\$__def}"
+	# ":-" as functions.sh: an option set to '' gets the default too
+	eval "__val=\${CONFIG_${__sec}_${__opt}:-\$__def}"
 	eval "$__var=\$__val"
 }
 

@@ -68,6 +68,7 @@ def test_shipped_config_maps_to_flash_sparing_daemon_json(tmp_path):
     doc = json.loads(gen.read_text())
     assert doc == {
         "data-root": "/opt/sampan", "exec-root": "/var/run/sampan",
+        "log-root": "/tmp/sampan/logs",
         "hosts": ["unix:///var/run/sampan/sampan.sock"], "log-level": "warn",
         "live-restore": True, "log-driver": "json-file",
         "log-opts": {"max-size": "1m", "max-file": "2"},
@@ -90,6 +91,7 @@ def test_every_option_and_quoting(tmp_path):
 config globals 'globals'
 \toption data_root "/mnt/sda1/my sampan"
 \toption exec_root '/tmp/run/s'
+\toption log_root '/tmp/run/s logs'
 \tlist hosts 'unix:///tmp/run/s/sampan.sock'
 \tlist hosts 'tcp://127.0.0.1:2375'
 \toption log_level 'debug'
@@ -107,6 +109,7 @@ config globals 'globals'
     calls, gen = run_init(tmp_path, uci)
     doc = json.loads(gen.read_text())
     assert doc["data-root"] == "/mnt/sda1/my sampan"
+    assert doc["log-root"] == "/tmp/run/s logs"
     assert doc["hosts"] == ["unix:///tmp/run/s/sampan.sock", "tcp://127.0.0.1:2375"]
     assert doc["insecure-registries"] == ["192.168.1.10:5000", "10.0.0.0/8"]
     assert doc["registry-mirrors"] == ["https://mirror.example.org"]
@@ -118,10 +121,15 @@ config globals 'globals'
     # JSON special characters in a value stay one string
     calls, gen = run_init(tmp_path, "config globals 'globals'\n"
                                     "\toption data_root '/a\"b\\\\c'\n"
-                                    "\toption log_driver 'none'\n")
+                                    "\toption log_driver 'none'\n"
+                                    "\toption log_root 'none'\n")
     doc = json.loads(gen.read_text())
     assert doc["data-root"] == '/a"b\\\\c' and doc["log-driver"] == "none"
     assert "log-opts" not in doc and "hosts" not in doc
+    assert "log-root" not in doc  # 'none': in each container's directory, as docker does
+    # an option left empty gets its default, as OpenWrt's config_get gives it
+    _, gen = run_init(tmp_path, "config globals 'globals'\n\toption log_root ''\n")
+    assert json.loads(gen.read_text())["log-root"] == "/tmp/sampan/logs"
 
 
 @needs_busybox
@@ -166,6 +174,7 @@ def test_sampand_runs_with_the_generated_config_and_idles_quietly(tmp_path):
 config globals 'globals'
 \toption data_root '{root}/data'
 \toption exec_root '{root}/exec'
+\toption log_root '{root}/logs'
 \tlist hosts 'unix://{root}/exec/sampan.sock'
 \toption log_level 'info'
 \tlist insecure_registries '192.168.1.10:5000'
@@ -201,6 +210,8 @@ config globals 'globals'
         assert reg["Mirrors"] == ["https://mirror.example.org/"] or \
             reg["Mirrors"] == ["https://mirror.example.org"]
         assert info["LiveRestoreEnabled"] is True
+        # the log root is made at start-up, owner-only
+        assert (root / "logs").stat().st_mode & 0o777 == 0o700
         # idle: no write system call at all for a while (on flash, every write wears it)
         time.sleep(0.5)
         before = io_counters(proc.pid)
