@@ -7,7 +7,9 @@ codes (the process's own, 126, 127)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 
@@ -131,6 +133,26 @@ def test_exec_detached(sd):
     st, _h, body = sd.request("POST", f"/exec/{r['Id']}/start", json.dumps({"Detach": True}),
                               {"Content-Type": "application/json"})
     assert st == 409  # an exec runs once
+
+
+def test_inspect_exec_ids_lists_the_execs_not_yet_exited(sd):
+    """dockerd's ExecIDs: created and running execs of that container; null once none is
+    left."""
+    st, r = exec_create(sd, {"Cmd": ["sleep", "30"]})
+    assert st == 201, r
+    assert sd.json("GET", "/containers/box/json")[1]["ExecIDs"] == [r["Id"]]
+    st, _h, body = sd.request("POST", f"/exec/{r['Id']}/start", json.dumps({"Detach": True}),
+                              {"Content-Type": "application/json"})
+    assert st == 200, body
+    assert sd.json("GET", "/containers/box/json")[1]["ExecIDs"] == [r["Id"]]
+    pid = sd.json("GET", f"/exec/{r['Id']}/json")[1]["Pid"]
+    assert pid > 0
+    os.kill(pid, signal.SIGKILL)  # the host sees the exec's process by its host pid
+    deadline = time.monotonic() + 10
+    while sd.json("GET", f"/exec/{r['Id']}/json")[1]["Running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert sd.json("GET", "/containers/box/json")[1]["ExecIDs"] is None
 
 
 def test_exec_not_found_126_127(sd):

@@ -170,6 +170,9 @@ def test_log_driver_none_and_unknown(sd):
     log = Path(info["LogPath"])
     assert not log.exists() or log.stat().st_size == 0
     assert json.loads((log.parent / "monitor.json").read_text())["log"]["driver"] == "none"
+    for logs in (sd.docker("logs", "nolog"), sd.sampan("logs", "nolog")):  # dockerd's 501
+        assert logs.returncode == 1, logs
+        assert "configured logging driver does not support reading" in logs.stderr
     sd.docker("rm", "-f", "nolog")
 
 

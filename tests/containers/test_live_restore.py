@@ -48,8 +48,8 @@ def test_kill9_daemon_and_restart(croot, busybox_archive):
 def test_monitor_pss_reported(croot, busybox_archive, capsys):
     d = start_daemon(croot / "pss", busybox_archive)
     try:
-        assert d.sampan("run", "-d", "--name", "p", "busybox", "sleep", "60").returncode == 0
-        cid = d.json("GET", "/containers/p/json")[1]["Id"]
+        assert d.sampan("run", "-d", "--name", "p1", "busybox", "sleep", "60").returncode == 0
+        cid = d.json("GET", "/containers/p1/json")[1]["Id"]
         import json
         mon = json.loads((d.data / "containers" / cid / "config.v2.json").read_text())
         pid = mon["SampanMonitor"]["Pid"]
@@ -57,6 +57,6 @@ def test_monitor_pss_reported(croot, busybox_archive, capsys):
         with capsys.disabled():
             print(f"\nmonitor PSS: {pss} KiB (goal <= 3072 KiB)")
         assert pss > 0
-        d.sampan("rm", "-f", "p")
+        d.sampan("rm", "-f", "p1")
     finally:
         d.stop()

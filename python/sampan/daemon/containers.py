@@ -300,7 +300,12 @@ async def prune(req: Request, eng: Engine) -> Response:
 
 async def inspect(req: Request, eng: Engine) -> Response:
     c = get(eng)
-    return json_response(c.store.inspect(_rec(req, eng)))
+    rec = _rec(req, eng)
+    doc = c.store.inspect(rec)
+    from sampan.daemon.execs import exec_ids
+
+    doc["ExecIDs"] = exec_ids(eng, rec.id)
+    return json_response(doc)
 
 
 async def start(req: Request, eng: Engine) -> Response:
@@ -485,6 +490,9 @@ async def logs(req: Request, eng: Engine) -> StreamResponse:
     want = {s for s in ("stdout", "stderr") if req.qbool(s)}
     if not want:
         raise HTTPError(400, "Bad parameters: you must choose at least one stream")
+    if (rec.doc["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
+        # dockerd's ErrReadLogsNotSupported, a 501
+        raise HTTPError(501, "configured logging driver does not support reading")
     tail_s = req.q("tail") or "all"
     try:
         tail = -1 if tail_s == "all" else int(tail_s)

@@ -192,6 +192,15 @@ def _execs(eng: Any) -> Execs:
     return x
 
 
+def exec_ids(eng: Any, cid: str) -> list[str] | None:
+    """A container's execs that have not exited, as dockerd lists them in inspect's ExecIDs
+    (null when there are none)."""
+    x = getattr(eng, "_execs", None)
+    ids = [e.id for e in x.by_id.values() if e.rec.id == cid and e.exit_code is None] \
+        if x is not None else []
+    return ids or None
+
+
 def _strings(v: Any, name: str) -> None:
     if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
         raise HTTPError(400, f"{name} must be a list of strings")
