@@ -45,6 +45,11 @@ def test_devices(sd):
                   "ls -l /dev/mynull /dev/k | cut -c1; echo hi > /dev/mynull && echo w-ok; "
                   "stat -c %t:%T /dev/k"))
     assert out.split() == ["c", "c", "w-ok", "1:b"]
+    # the permissions are the cgroup's: `:r` cannot open for writing (an open for write of
+    # /dev/kmsg needs no capability, so only the device rule refuses it), `:rw` can
+    r = run(sd, "--device", "/dev/kmsg:/dev/k:r", "busybox", "sh", "-c", ": > /dev/k")
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r
+    _ok(run(sd, "--device", "/dev/kmsg:/dev/k:rw", "busybox", "sh", "-c", ": > /dev/k"))
     # without --device the node is not there
     r = run(sd, "busybox", "ls", "/dev/k")
     assert r.returncode == 1

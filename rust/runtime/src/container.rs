@@ -412,7 +412,7 @@ fn device_rule(t: LinuxDeviceType, major: Option<i64>, minor: Option<i64>) -> Li
 
 /// The spec's device rules followed by what every container needs, as runc appends them:
 /// the default device nodes, the ptys, /dev/console, tun, mknod of anything (a node cannot be
-/// opened unless another rule allows it), and every device the spec creates.
+/// opened unless another rule allows it).
 fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources {
     use LinuxDeviceType::{B, C};
     let mut res = linux.resources().clone().unwrap_or_default();
@@ -429,13 +429,9 @@ fn with_default_device_rules(linux: &oci_spec::runtime::Linux) -> LinuxResources
     rules.push(device_rule(C, Some(136), None)); // /dev/pts/*
     rules.push(device_rule(C, Some(5), Some(2))); // /dev/ptmx
     rules.push(device_rule(C, Some(10), Some(200))); // /dev/net/tun
-    for d in linux.devices().iter().flatten() {
-        let t = match d.typ() {
-            LinuxDeviceType::B => B,
-            _ => C,
-        };
-        rules.push(device_rule(t, Some(d.major()), Some(d.minor())));
-    }
+
+    // The nodes in linux.devices get no rule of their own: like runc, access to them is what
+    // the spec's rules say (docker's `--device X:Y:r` must stay read-only).
     res.set_devices(Some(rules));
     res
 }
