@@ -177,6 +177,36 @@ def test_log_driver_none_and_unknown(sd):
 
 
 @needs_init
+def test_sampand_init_flag(croot, busybox_archive):
+    """`sampand --init`, dockerd's flag: containers get docker-init unless they opt out; it
+    conflicts with daemon.json's "init" as every flag does."""
+    from daemonlib import Daemon, mkdir
+
+    root = mkdir(croot / "init-flag")
+    d = Daemon(root, fake=False)
+    d.start("--init")
+    try:
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200, body
+        for name, host, want in (("dflt", {}, "/sbin/docker-init"),
+                                 ("off", {"Init": False}, "cat")):
+            st, r = d.json("POST", f"/containers/create?name={name}",
+                           {"Image": "busybox", "Cmd": ["cat", "/proc/1/cmdline"],
+                            "HostConfig": host})
+            assert st == 201, r
+            assert d.request("POST", f"/containers/{name}/start")[0] == 204
+            wait_exited(d, name)
+            st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
+            assert out[8:].split(b"\0")[0].decode() == want, out
+    finally:
+        d.stop()
+    (root / "daemon.json").write_text(json.dumps({"init": False}))
+    r = d.run("--init", "--validate")
+    assert r.returncode != 0 and "init: (from flag: true, from file: false)" in r.stderr, r
+
+
+@needs_init
 def test_daemon_json_defaults(croot, busybox_archive):
     """daemon.json "init": true makes --init the default (HostConfig.Init false still opts
     out); "log-driver"/"log-opts" are what a container without LogConfig.Type gets."""

@@ -138,6 +138,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "bridge": ("bridge", "str"),
     "bip": ("bip", "str"),
     "mtu": ("mtu", "int"),
+    "init": ("init", "bool"),
 }
 
 # daemon.json keys dockerd knows that Sampan accepts (kept, used by later parts or ignored)
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "none: no default bridge)")
     p.add_argument("--bip", help="the default bridge's address and prefix, e.g. 172.20.0.1/16")
     p.add_argument("--mtu", type=int, help="the default bridge's MTU (default 1500)")
+    p.add_argument("--init", action="store_const", const=True,
+                   help="run an init inside containers to forward signals and reap processes")
     p.add_argument("--validate", action="store_true", help="check the configuration and exit")
     p.add_argument("-v", "--version", action="version", version=f"sampand {__version__}")
     return p
@@ -314,6 +317,8 @@ def load(argv: list[str] | None = None) -> tuple[DaemonConfig, argparse.Namespac
     cfg.group_explicit = "group" in merged
     cfg.labels = list(merged.get("labels", []))
     cfg.live_restore = bool(merged.get("live_restore", True))
+    if "init" in merged:  # read where daemon.json's other container defaults are
+        cfg.extra["init"] = merged["init"]
     cfg.bridge = merged.get("bridge") or None
     cfg.bip = merged.get("bip") or None
     cfg.mtu = int(merged.get("mtu") or 0)
