@@ -450,10 +450,31 @@ class Hijacked:
         self.sock.sendall(data)
 
     def close_write(self) -> None:
+        if hasattr(self.sock, "unwrap"):
+            self._close_notify()
+            return
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError, NotImplementedError):
             pass
+
+    def _close_notify(self) -> None:
+        """TLS's half-close, as docker's CloseWrite: send close_notify and keep reading.
+        (SSLSocket.shutdown would drop the TLS layer, and a blocking unwrap would wait for the
+        daemon's close_notify, throwing away the output meanwhile.) Non-blocking, unwrap sends
+        the alert and stops at "want read", leaving the TLS session in place for reads."""
+        import ssl
+
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            self.sock.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.sock.settimeout(timeout)
 
     def close(self) -> None:
         try:

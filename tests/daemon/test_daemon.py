@@ -506,6 +506,46 @@ def test_tls_client_certificates(new_daemon, pki):
     assert d.proc.poll() is None
 
 
+def test_tls_attach_and_exec(new_daemon, pki, busybox_archive):
+    """The hijacked streams (attach with stdin, exec) through TLS, with the sampan CLI and
+    the docker CLI: the upgrade must hand the TLS socket over, not the raw one."""
+    port = _free_port()
+    d = new_daemon(fake=False)
+    d.start("-H", f"tcp://127.0.0.1:{port}", "-H", d.host, "--tlsverify",
+            "--tlscacert", str(pki / "ca.pem"), "--tlscert", str(pki / "server.pem"),
+            "--tlskey", str(pki / "server-key.pem"))
+    st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                             {"Content-Type": "application/x-tar"})
+    assert st == 200, body
+    tls = ["-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(pki / "ca.pem"),
+           "--tlscert", str(pki / "client.pem"), "--tlskey", str(pki / "client-key.pem")]
+    r = d.sampan(*tls, "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n"), r
+    r = d.sampan(*tls, "run", "-d", "--name", "tlsbox", "busybox", "sleep", "300")
+    assert r.returncode == 0, r
+    r = d.sampan(*tls, "exec", "tlsbox", "sh", "-c", "echo exec-$((6*7))")
+    assert (r.returncode, r.stdout) == (0, "exec-42\n"), r
+    if shutil.which("docker") is not None:
+        certs = d.root / "docker-certs"
+        certs.mkdir()
+        for src, dst in (("ca", "ca"), ("client", "cert"), ("client-key", "key")):
+            (certs / f"{dst}.pem").write_bytes((pki / f"{src}.pem").read_bytes())
+        env = {"DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
+               "DOCKER_CERT_PATH": str(certs)}
+        r = d.docker("run", "-i", "--rm", "busybox", "cat", input="docker tls\n", env=env)
+        assert (r.returncode, r.stdout) == (0, "docker tls\n"), r
+        r = d.docker("exec", "tlsbox", "echo", "docker-exec", env=env)
+        assert (r.returncode, r.stdout) == (0, "docker-exec\n"), r
+        r = d.docker("exec", "-i", "tlsbox", "wc", "-c", input="123456", env=env)
+        assert (r.returncode, r.stdout.strip()) == (0, "6"), r
+    r = d.sampan(*tls, "run", "-i", "--rm", "busybox", "tr", "a-z", "A-Z", input="via tls\n")
+    assert (r.returncode, r.stdout) == (0, "VIA TLS\n"), r
+    r = d.sampan(*tls, "exec", "-i", "tlsbox", "wc", "-c", input="12345")
+    assert (r.returncode, r.stdout.strip()) == (0, "5"), r
+    assert d.sampan(*tls, "rm", "-f", "tlsbox").returncode == 0
+    assert d.proc.poll() is None
+
+
 def test_plain_tcp_and_unix_together(new_daemon):
     port = _free_port()
     d = new_daemon()

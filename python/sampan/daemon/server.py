@@ -477,9 +477,12 @@ class Server:
 
         if sock.family == socket.AF_UNIX:
             srv = await asyncio.start_unix_server(self._client, sock=sock, limit=MAX_HEADER)
+        elif ssl_ctx is not None:
+            from sampan.daemon.tlsserver import start_tls_server
+
+            srv = await start_tls_server(self._client, sock, ssl_ctx, MAX_HEADER)
         else:
-            srv = await asyncio.start_server(self._client, sock=sock, ssl=ssl_ctx,
-                                             limit=MAX_HEADER)
+            srv = await asyncio.start_server(self._client, sock=sock, limit=MAX_HEADER)
         self.servers.append(srv)
 
     async def close(self, grace: float = 2.0) -> None:
