@@ -627,7 +627,7 @@ def run(argv: list) -> int:
         os.close(pidfd)
     oom = False
     try:
-        oom = json.loads(c.stats()).get("oom_kills", 0) > 0
+        oom = c.oom_kills() > 0
     except Exception:  # noqa: BLE001 - the cgroup may be gone
         pass
     atomic_write(exit_path, {"ExitCode": status, "FinishedAt": now_rfc3339(), "OOMKilled": oom,

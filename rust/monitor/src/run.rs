@@ -319,12 +319,7 @@ pub fn run(args: &[String]) -> i32 {
         Ok(code) => (code, String::new()),
         Err(e) => (255, e.to_string()),
     };
-    let oom = c
-        .stats()
-        .ok()
-        .and_then(|s| s.get("oom_kills").and_then(Value::as_u64))
-        .unwrap_or(0)
-        > 0;
+    let oom = c.oom_kills().unwrap_or(0) > 0;
     drop(relay.log.take());
     write_exit("exit.json", &run_exit(code, oom, &error));
     relay.finish(CLIENT_GRACE_MS);
@@ -368,7 +363,10 @@ pub fn exec(args: &[String]) -> i32 {
     let process: Option<oci_spec::runtime::Process> = conf
         .as_ref()
         .and_then(|c| c.get("process"))
-        .and_then(|p| serde_json::from_value(p.clone()).ok());
+        // Through bytes and from_slice, the reader the runtime parses config.json with:
+        // from_value would compile a second copy of Process's deserializer (issue 6, size).
+        .and_then(|p| serde_json::to_vec(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(mut process) = process else {
         return fail(format!("exec-{eid}.json: missing or invalid process"));
     };

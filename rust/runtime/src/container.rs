@@ -1007,6 +1007,13 @@ impl Container {
         Ok(v)
     }
 
+    /// How many times the kernel's OOM killer struck in the container's cgroup: all a monitor
+    /// needs at the exit, without reading every stats file (blkio's recursive counters can
+    /// take tens of milliseconds).
+    pub fn oom_kills(&self) -> Result<u64> {
+        self.cgroup()?.oom_kills()
+    }
+
     pub fn delete(&mut self, force: bool) -> Result<()> {
         let status = self.status();
         let cg = self.cgroup()?;
