@@ -149,3 +149,60 @@ def test_release_keeps_dir_and_prepare_again(make_graph, put_image, tmp_path):
     assert (rootfs / "kept").read_text() == "in the upper dir"
     assert graph.prepare("bb:z", "c2", cdir) == rootfs    # idempotent while mounted
     graph.release("c2")
+
+
+def mounts_below(path) -> list:
+    top = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return [mp for mp in (ln.split()[4] for ln in f) if mp == top or mp.startswith(top + "/")]
+
+
+def test_open_recovers_a_probe_left_mounted(make_graph, data_root):
+    """A daemon killed during the overlay probe of its graph open leaves the probe's overlay
+    mounted on snapshots/.probe-*/m (issue 4: every later open, so every container create,
+    failed with EBUSY 'm'). The next open detaches and removes it."""
+    make_graph().close()
+    probe = data_root / "snapshots" / ".probe-1-deadbeef"
+    for d in ("l", "u", "w", "m"):
+        (probe / d).mkdir(parents=True)
+    (probe / "l" / "f").write_text("x")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={probe}/l,upperdir={probe}/u,workdir={probe}/w", str(probe / "m")],
+                   check=True)
+    try:
+        g = make_graph()
+        assert g.driver_name == "overlay"
+        assert not probe.exists()
+        assert mounts_below(data_root) == []
+        assert g.check() == []
+    finally:
+        subprocess.run(["umount", "-l", str(probe / "m")], check=False, capture_output=True)
+
+
+def test_rmtree_never_removes_through_a_mount(tmp_path, host_mount):
+    """What is mounted under a tree being removed (a bind-mounted volume, an image layer) is
+    never deleted through the mount: rmtree refuses; detach_mounts (deepest first, stacked
+    mounts too) then lets it go, and the mounted content is intact."""
+    from sampan.graph.fsutil import detach_mounts, rmtree
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep").write_text("image content")
+    victim = tmp_path / "victim"
+    (victim / "a" / "b").mkdir(parents=True)
+    (victim / "a" / "file").write_text("goes")
+    host_mount("--bind", precious, victim / "a" / "b")
+    host_mount("-t", "tmpfs", "tmpfs", victim / "a" / "b")            # stacked on it
+    host_mount("--bind", precious, victim / "a" / "b")                 # and again
+    with pytest.raises(OSError) as e:
+        rmtree(victim)
+    assert e.value.errno == 16
+    assert (precious / "keep").read_text() == "image content"
+    with pytest.raises(OSError):
+        rmtree(victim / "a" / "b")       # the mount point itself
+    assert (precious / "keep").read_text() == "image content"
+    assert detach_mounts(victim) == 3
+    assert mounts_below(victim) == []
+    rmtree(victim)
+    assert not victim.exists()
+    assert (precious / "keep").read_text() == "image content"

@@ -304,7 +304,7 @@ class ContainerStore:
                 graph.release(cid, remove=True)
             except Exception:  # noqa: BLE001
                 pass
-            shutil.rmtree(cdir, ignore_errors=True)
+            remove_container_dir(cdir)
             raise
         with self.lock:
             self.by_id[cid] = rec
@@ -460,7 +460,7 @@ class ContainerStore:
             (rec.dir / "config.v2.json").unlink()
         except OSError:
             pass
-        shutil.rmtree(rec.dir, ignore_errors=True)
+        remove_container_dir(rec.dir)
         with self.lock:
             self.by_id.pop(rec.id, None)
             if self.names.get(rec.name) == rec.id:
@@ -547,6 +547,22 @@ class ContainerStore:
                 continue
             out.append(self.summary(rec))
         return out
+
+
+def remove_container_dir(cdir: Path) -> None:
+    """Delete a container's directory once nothing runs from it. Whatever is still mounted under
+    it (its rootfs, when the graph lost track of it) is detached first: a plain rmtree would
+    delete through the mount, and rmdir of the mount point would fail anyway. Failures are
+    logged, not raised: the directory, without its record, goes at the next daemon start."""
+    from sampan.graph.fsutil import detach_mounts, rmtree
+
+    try:
+        detach_mounts(cdir)
+        rmtree(cdir)
+    except OSError as e:
+        import logging
+
+        logging.getLogger("sampand").warning("removing %s: %s", cdir, e)
 
 
 def _summary_ports(d: dict[str, Any]) -> list[dict[str, Any]]:

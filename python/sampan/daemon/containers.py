@@ -187,16 +187,7 @@ class Containers:
         from sampan.daemon import recovery
 
         for d in self.store.leftovers():
-            log.info("removing the remains of an unfinished create: %s", d.name[:12])
-            try:
-                self.eng.graph.release(d.name, remove=True)
-            except Exception:  # noqa: BLE001
-                pass
-            from sampan.containers.volumejournal import release_leftover
-
-            release_leftover(d, self.store.root.parent)
-            import shutil
-            shutil.rmtree(d, ignore_errors=True)
+            recovery.remove_unfinished_create(self, d)
         strays = recovery.stray_monitors(self.store.root)
         for rec in self.store.all():
             if rec.state.get("Status") == "removing":

@@ -9,7 +9,11 @@ second races a new start for the same runtime id. The monitor's pid is not in th
 that point, so they are found by their argv (`… run CDIR ID RUNTIME_ROOT FD`, docs/monitor.md).
 
 Running ones are adopted, as dockerd adopts the tasks containerd kept; the others are waited
-for (killed after a few seconds if stuck) and their runtime state deleted."""
+for (killed after a few seconds if stuck) and their runtime state deleted.
+
+A create cut short leaves a container directory without a record, possibly with its rootfs
+still mounted (the overlay is mounted before the record is written): `remove_unfinished_create`
+detaches what is mounted under it before removing it, never following into a mount."""
 
 from __future__ import annotations
 
@@ -128,3 +132,27 @@ def recover(c: Any, rec: Any, monitors: list[int]) -> bool:
     log.info("container %s: cleaned up a start cut short by the daemon's end", rec.id[:12])
     return False
 
+
+
+def remove_unfinished_create(c: Any, cdir: Path) -> None:
+    """Remove the remains of a create the crash cut short: a directory under the store with no
+    record. Nothing ever ran from it (a start needs the record), so whatever is mounted under
+    it (its rootfs overlay) is the create's own and is detached first, deepest first; the
+    removal then never crosses a mount, so it cannot delete an image layer's content."""
+    from sampan.containers.volumejournal import release_leftover
+    from sampan.graph.fsutil import detach_mounts, rmtree
+
+    log.info("removing the remains of an unfinished create: %s", cdir.name[:12])
+    try:
+        detach_mounts(cdir)
+    except OSError as e:
+        log.warning("container %s: detaching leftover mounts: %s", cdir.name[:12], e)
+    try:
+        c.eng.graph.release(cdir.name, remove=True)  # its graph record and layer
+    except Exception:  # noqa: BLE001 - none: the create died before graph.prepare
+        pass
+    release_leftover(cdir, c.store.root.parent)
+    try:
+        rmtree(cdir)
+    except OSError as e:  # left for the next start; every request still works
+        log.warning("container %s: removing %s: %s", cdir.name[:12], cdir, e)

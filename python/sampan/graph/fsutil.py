@@ -1,4 +1,5 @@
-"""File-system helpers that never follow symlinks: removal by directory fd, exact tree copies."""
+"""File-system helpers that never follow symlinks: removal by directory fd (which never crosses
+into a file system mounted below), exact tree copies, and detaching the mounts a crash left."""
 
 from __future__ import annotations
 
@@ -36,8 +37,31 @@ def syncfs(fd: int) -> None:
     os.sync()
 
 
-def remove_entry(dir_fd: int, name: str) -> None:
-    """Remove `name` inside the directory `dir_fd`, recursively, never following symlinks."""
+def mount_of(fd: int) -> tuple[str, int]:
+    """Which mount the open file `fd` is on: its mount id (/proc/self/fdinfo), or, without
+    /proc, its device (which misses a bind mount of the same file system)."""
+    try:
+        info = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ("dev", os.fstat(fd).st_dev)
+    try:
+        data = os.read(info, 512)
+    finally:
+        os.close(info)
+    for line in data.split(b"\n"):
+        if line.startswith(b"mnt_id:"):
+            return ("mnt", int(line.split()[1]))
+    return ("dev", os.fstat(fd).st_dev)
+
+
+def remove_entry(dir_fd: int, name: str, _mount: tuple[str, int] | None = None) -> None:
+    """Remove `name` inside the directory `dir_fd`, recursively, never following symlinks.
+
+    A directory with a file system mounted on it (at `name` or anywhere below) is refused with
+    EBUSY before anything of the mounted file system is touched: removing through a leftover
+    mount would delete what it shows (a bind-mounted volume, an image layer), and rmdir of the
+    mount point fails anyway. Callers that own such mounts detach them first
+    (`detach_mounts`)."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -52,7 +76,11 @@ def remove_entry(dir_fd: int, name: str) -> None:
     except FileNotFoundError:
         return
     try:
-        clear_dir(fd)
+        here = mount_of(fd)
+        if here != (mount_of(dir_fd) if _mount is None else _mount):
+            raise OSError(errno.EBUSY, "a file system is mounted on it; not removing what it "
+                          "shows", name)
+        clear_dir(fd, _mount=here)
     finally:
         os.close(fd)
     try:
@@ -61,14 +89,16 @@ def remove_entry(dir_fd: int, name: str) -> None:
         pass
 
 
-def clear_dir(fd: int, keep=None) -> None:
-    """Remove every entry of the directory `fd` (except names in `keep`)."""
+def clear_dir(fd: int, keep=None, _mount: tuple[str, int] | None = None) -> None:
+    """Remove every entry of the directory `fd` (except names in `keep`); mounts below are
+    refused as in `remove_entry`."""
     with os.scandir(fd) as it:
         names = [e.name for e in it]
+    here = mount_of(fd) if _mount is None else _mount
     for name in names:
         if keep is not None and name in keep:
             continue
-        remove_entry(fd, name)
+        remove_entry(fd, name, here)
 
 
 def rmtree(path: str | Path) -> None:
@@ -85,6 +115,77 @@ def rmtree(path: str | Path) -> None:
         remove_entry(pfd, name)
     finally:
         os.close(pfd)
+
+
+def _unescape(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (octal escapes for space, tab, newline, \\)."""
+    return (field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+            .replace("\\134", "\\"))
+
+
+def mounts_under(path: str | Path) -> list[str]:
+    """Mount points at or below `path` in this process's mount namespace, deepest first (a
+    mount stacked on another is listed once per mount)."""
+    target = os.path.realpath(path)
+    below = target.rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().decode(errors="surrogateescape").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        mp = _unescape(fields[4])
+        if mp == target or mp.startswith(below):
+            found.append(mp)
+    # deepest first; among mounts on one point, the later (upper) one first
+    order = {mp: i for i, mp in enumerate(found)}
+    return sorted(found, key=lambda mp: (-mp.count("/"), -order[mp]))
+
+
+_libc = None
+
+
+def _umount2(path: str, flags: int) -> int:
+    """umount2(2); 0 or the errno."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.umount2(os.fsencode(path), flags) == 0:
+        return 0
+    import ctypes
+
+    return ctypes.get_errno()
+
+
+MNT_DETACH = 2
+
+
+def detach_mounts(path: str | Path) -> int:
+    """Lazily detach (MNT_DETACH) every mount at or below `path`, deepest first; how many.
+
+    For what a crash left under a directory about to be removed (an overlay probe, a container
+    rootfs with no record): MNT_DETACH never fails for a mount still in use, and a process still
+    holding files there keeps them until it closes them. Only this mount namespace is seen;
+    a copy of the mount in another namespace does not block rmdir (Linux >= 3.18 detaches it
+    when its mount point is removed), and an unmount here propagates to slaves and peers."""
+    done = 0
+    for _ in range(100):  # stacked mounts come back one layer at a time
+        mps = mounts_under(path)
+        if not mps:
+            return done
+        for mp in mps:
+            err = _umount2(mp, MNT_DETACH)
+            if err == 0:
+                done += 1
+            elif err not in (errno.EINVAL, errno.ENOENT):  # gone meanwhile
+                raise OSError(err, f"unmounting {mp}: {os.strerror(err)}", mp)
+    raise OSError(errno.EBUSY, f"mounts under {path} keep coming back", os.fspath(path))
 
 
 def _copy_xattrs(src: str, dst: str, follow: bool) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from sampan.errors import Conflict, ImageNotFound, InvalidArgument, NotFound, Sa
 
 from . import filters as flt
 from .content import ContentStore, check_digest, fsync_dir
-from .fsutil import rmtree, syncfs
+from .fsutil import detach_mounts, rmtree, syncfs
 from .metadata import Database
 from .unpack import check_media_type, decompressed, unpack_stream
 
@@ -167,6 +168,12 @@ class Graph:
         """Bring the store back to a consistent state after a crash."""
         for entry in os.scandir(self.snapshots):
             if entry.name.startswith((".tmp-", ".probe-", ".del-")):
+                # a daemon killed during the overlay probe of its graph open left the probe's
+                # overlay mounted on .probe-*/m: rmdir of it is EBUSY (every later open, so
+                # every create, failed with a 500)
+                if detach_mounts(entry.path):
+                    logging.getLogger("sampan.graph").warning(
+                        "detached the mounts a crash left under %s", entry.path)
                 rmtree(entry.path)
         with self.db.tx() as c:
             c.execute("DELETE FROM lease_resources WHERE lease IN "
@@ -180,6 +187,7 @@ class Graph:
             self._refresh_refcounts(c)
         for entry in os.scandir(self.snapshots):
             if not entry.name.startswith(".") and entry.name not in known:
+                detach_mounts(entry.path)
                 rmtree(entry.path)
         # Ingests nothing can resume: one whose blob got committed (killed between the rename
         # and the removal of its directory), one without a ref, and the private ones of a load
