@@ -176,6 +176,20 @@ def test_log_driver_none_and_unknown(sd):
     sd.docker("rm", "-f", "nolog")
 
 
+def _check_init_by_default(d):
+    """With init on by default: a container's pid 1 is docker-init, unless it opts out."""
+    for name, host, want in (("dflt", {}, "/sbin/docker-init"),
+                             ("off", {"Init": False}, "cat")):
+        st, r = d.json("POST", f"/containers/create?name={name}",
+                       {"Image": "busybox", "Cmd": ["cat", "/proc/1/cmdline"],
+                        "HostConfig": host})
+        assert st == 201, r
+        assert d.request("POST", f"/containers/{name}/start")[0] == 204
+        wait_exited(d, name)
+        st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
+        assert out[8:].split(b"\0")[0].decode() == want, out
+
+
 @needs_init
 def test_sampand_init_flag(croot, busybox_archive):
     """`sampand --init`, dockerd's flag: containers get docker-init unless they opt out; it
@@ -189,16 +203,7 @@ def test_sampand_init_flag(croot, busybox_archive):
         st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
                                  {"Content-Type": "application/x-tar"})
         assert st == 200, body
-        for name, host, want in (("dflt", {}, "/sbin/docker-init"),
-                                 ("off", {"Init": False}, "cat")):
-            st, r = d.json("POST", f"/containers/create?name={name}",
-                           {"Image": "busybox", "Cmd": ["cat", "/proc/1/cmdline"],
-                            "HostConfig": host})
-            assert st == 201, r
-            assert d.request("POST", f"/containers/{name}/start")[0] == 204
-            wait_exited(d, name)
-            st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
-            assert out[8:].split(b"\0")[0].decode() == want, out
+        _check_init_by_default(d)
     finally:
         d.stop()
     (root / "daemon.json").write_text(json.dumps({"init": False}))
@@ -222,16 +227,7 @@ def test_daemon_json_defaults(croot, busybox_archive):
         st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
                                  {"Content-Type": "application/x-tar"})
         assert st == 200, body
-        for name, host, want in (("dflt", {}, "/sbin/docker-init"), ("off", {"Init": False},
-                                                                     "cat")):
-            st, r = d.json("POST", f"/containers/create?name={name}",
-                           {"Image": "busybox", "Cmd": ["cat", "/proc/1/cmdline"],
-                            "HostConfig": host})
-            assert st == 201, r
-            assert d.request("POST", f"/containers/{name}/start")[0] == 204
-            wait_exited(d, name)
-            st, _h, out = d.request("GET", f"/containers/{name}/logs?stdout=1")
-            assert out[8:].split(b"\0")[0].decode() == want, out
+        _check_init_by_default(d)
         for name, host, opts in (
                 ("logdflt", {}, {"max-size": "1k", "max-file": "2"}),
                 ("logown", {"LogConfig": {"Type": "", "Config": {"max-size": "2k"}}},
