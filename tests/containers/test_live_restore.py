@@ -21,26 +21,26 @@ def pss_kib(pid: int) -> int:
 def test_kill9_daemon_and_restart(croot, busybox_archive):
     d = start_daemon(croot / "live", busybox_archive)
     try:
-        for n in ("a", "b", "c"):
+        for n in ("la", "lb", "lc"):
             assert d.sampan("run", "-d", "--name", n, "busybox", "sleep", "300").returncode == 0
         assert d.sampan("run", "-d", "--name", "quits", "busybox", "sh", "-c",
                         "sleep 1; echo bye; exit 42").returncode == 0
-        mon = d.json("GET", "/containers/a/json")[1]
+        mon = d.json("GET", "/containers/la/json")[1]
         d.stop(signal.SIGKILL)
         time.sleep(1.5)  # "quits" exits while the daemon is down
         d.start()
-        for n in ("a", "b", "c"):
+        for n in ("la", "lb", "lc"):
             st = d.json("GET", f"/containers/{n}/json")[1]["State"]
             assert st["Running"] and st["Status"] == "running", st
         st = d.json("GET", "/containers/quits/json")[1]["State"]
         assert (st["Status"], st["ExitCode"]) == ("exited", 42)
         assert d.sampan("logs", "quits").stdout == "bye\n"
-        r = d.sampan("stop", "-t", "1", "a", "b")
+        r = d.sampan("stop", "-t", "1", "la", "lb")
         assert r.returncode == 0, r.stderr
-        assert d.json("GET", "/containers/a/json")[1]["State"]["ExitCode"] == 137
+        assert d.json("GET", "/containers/la/json")[1]["State"]["ExitCode"] == 137
         assert d.sampan("ps", "-q").stdout.split() == [mon["Id"][:12] for _ in ()] + \
-            [d.json("GET", "/containers/c/json")[1]["Id"][:12]]
-        assert d.sampan("rm", "-f", "a", "b", "c", "quits").returncode == 0
+            [d.json("GET", "/containers/lc/json")[1]["Id"][:12]]
+        assert d.sampan("rm", "-f", "la", "lb", "lc", "quits").returncode == 0
     finally:
         d.stop()
 
