@@ -7,16 +7,23 @@
    (`sampan run --rm`, like the others) and through the Engine API from this process
    (create, start, wait, delete: the daemon's own cost without the CLI's Python start-up).
 2. **Throughput** container → host over the bridge against the host's loopback: a busybox
-   container pipes `dd if=/dev/zero` into `nc` to a receiver in this process, once from the
-   default bridge to the bridge's gateway address and once from `--network host` to
-   127.0.0.1 (same binary, same container, only the path differs).
+   container pipes `dd if=/dev/zero` into `nc` (which writes 1 KiB at a time) to a receiver in
+   this process, once from the default bridge to the bridge's gateway address and once from
+   `--network host` to 127.0.0.1 (same binary, same container, only the path differs); and
+   `httpd` in the container serving a file this process downloads (sendfile: large writes).
+   The same nc rounds, interleaved: a sampan network with docker's MTU 1500
+   (`-o com.docker.network.driver.mtu=1500`), podman's bridge and host network, and a bare
+   veth + bridge made here by hand in two network namespaces without any firewall rule (at
+   MTU 1500 and 65520), against the loopback of that namespace at its MTU (65536) and at 1500:
+   what the kernel's path costs, apart from anything Sampan or podman set up.
 
 A sampand of its own runs on a temporary root with its own bridge (`--bridge`, `--bip` from a
 free 10.x/24); podman gets busybox loaded from the same archive. Nothing is asserted: it prints
-medians, p90 and the ratios. Run as root: `python3 benches/network_compare.py [-n N]
-[--mb MB] [--mtu 65520] [--skip-overhead] [--json FILE]`. With the default MTU (1500, like
-docker) a writer of small chunks (busybox nc) gets a fraction of loopback's throughput over any
-veth bridge (podman's too); `--mtu 65520` shows what the bridge does with loopback's MTU."""
+medians, p90 and the ratios (of medians, and the median of each round's ratio). Run as root:
+`python3 benches/network_compare.py [-n N] [--rounds R] [--mtu N] [--skip-overhead]
+[--json FILE]` (`--mtu` gives sampand an MTU; by default it picks its own, docs/network.md).
+With MTU 1500 a writer of small chunks gets a fraction of loopback's throughput over any veth
+bridge, and over a loopback set to MTU 1500 as well: the cost is per TCP segment."""
 
 from __future__ import annotations
 
@@ -64,7 +71,8 @@ def free_subnet() -> ipaddress.IPv4Network:
 # This host: crun refuses the hybrid cgroup layout and the default rlimits exceed what the
 # sandbox allows, so podman runs with runc and explicit limits (the same for both networks).
 PODMAN = ["podman", "--runtime", "runc", "run", "--rm", "--pull=never", "--ulimit",
-          "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
+          "nofile=1024:4096", "--ulimit", "nproc=1024:4096"]
+BUSYBOX = "/bin/busybox"  # the binary of the demo image (sampan.demoimage): the same nc
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -96,6 +104,28 @@ def api_run(d: Daemon, network: str) -> float:
     return time.perf_counter() - t
 
 
+_podman: list[bool] = []
+
+
+def podman_ready(args: argparse.Namespace) -> bool:
+    """podman with busybox loaded from the same archive as sampan's (once per run)."""
+    if not _podman:
+        ok = False
+        if shutil.which("podman") and not args.no_podman:
+            from sampan.demoimage import docker_archive
+
+            with tempfile.NamedTemporaryFile(suffix=".tar") as f:
+                f.write(docker_archive("busybox:latest"))
+                f.flush()
+                r = subprocess.run(["podman", "load", "-i", f.name], capture_output=True,
+                                   text=True)
+            ok = r.returncode == 0
+            if not ok:
+                print(f"podman: unavailable ({r.stderr.strip()[-200:]})")
+        _podman.append(ok)
+    return _podman[0]
+
+
 def overhead(args: argparse.Namespace, d: Daemon, env: dict) -> dict:
     sampan_cli = [sys.executable, "-c", "import sys; from sampan.cli import main; "
                   "sys.argv[0] = 'sampan'; main()"]
@@ -104,21 +134,11 @@ def overhead(args: argparse.Namespace, d: Daemon, env: dict) -> dict:
         cases[f"sampan-api/{net}"] = (lambda n=net: api_run(d, n))
         cases[f"sampan-cli/{net}"] = (lambda n=net: timed(
             sampan_cli + ["run", "--rm", "--network", n, "busybox", "true"], env))
-    have_podman = False
-    if shutil.which("podman") and not args.no_podman:
-        from sampan.demoimage import docker_archive
-
-        with tempfile.NamedTemporaryFile(suffix=".tar") as f:
-            f.write(docker_archive("busybox:latest"))
-            f.flush()
-            r = subprocess.run(["podman", "load", "-i", f.name], capture_output=True, text=True)
-        if r.returncode == 0:
-            have_podman = True
-            for net in ("none", "bridge"):
-                cases[f"podman/{net}"] = (lambda n=net: timed(
-                    PODMAN + ["--network", n, "localhost/busybox", "true"]))
-        else:
-            print(f"podman: unavailable ({r.stderr.strip()[-200:]})")
+    have_podman = podman_ready(args)
+    if have_podman:
+        for net in ("none", "bridge"):
+            cases[f"podman/{net}"] = (lambda n=net: timed(
+                PODMAN + ["--network", n, "localhost/busybox", "true"]))
     docker_ok = subprocess.run(["docker", "info"], capture_output=True).returncode == 0 \
         if shutil.which("docker") else False
     if docker_ok:
@@ -162,8 +182,15 @@ def overhead(args: argparse.Namespace, d: Daemon, env: dict) -> dict:
 
 
 class Receiver:
-    def __init__(self) -> None:
-        self.sock = socket.socket()
+    def __init__(self, netns_path: str = "") -> None:
+        """Listening on every address of the host's namespace, or of `netns_path`'s (a
+        socket stays in the namespace it was made in)."""
+        if netns_path:
+            from sampan.drivers.network import netns
+
+            self.sock = netns.run_in(netns_path, socket.socket)
+        else:
+            self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("0.0.0.0", 0))
         self.sock.listen(4)
@@ -253,48 +280,130 @@ def throughput(args: argparse.Namespace, d: Daemon, env: dict, gw: str) -> dict:
         subprocess.run(sampan_cli + ["rm", "-f", *names.values()], env=env,
                        capture_output=True)
     rx = Receiver()
-    nc_cases = {"sampan-bridge/nc": (sampan_cli + ["run", "--rm", "busybox"], gw),
+    nc_cases = {"sampan-bridge/nc": (sampan_cli + ["run", "--rm", "busybox"], gw, rx),
                 "sampan-loopback/nc": (sampan_cli + ["run", "--rm", "--network", "host",
-                                                     "busybox"], "127.0.0.1")}
-    if shutil.which("podman") and not args.no_podman:
+                                                     "busybox"], "127.0.0.1", rx)}
+    # docker's MTU on a network of the same daemon
+    sub1500 = free_subnet()
+    net1500 = "mtu1500-" + secrets.token_hex(3)
+    subprocess.run(sampan_cli + ["network", "create", "--subnet", str(sub1500), "-o",
+                                 "com.docker.network.driver.mtu=1500", net1500],
+                   env=env, check=True, capture_output=True)
+    nc_cases["sampan-mtu1500/nc"] = (sampan_cli + ["run", "--rm", "--network", net1500,
+                                                   "busybox"], str(next(sub1500.hosts())), rx)
+    if podman_ready(args):
         pgw = subprocess.run(["podman", "network", "inspect", "podman", "--format",
                               "{{range .Subnets}}{{.Gateway}}{{end}}"],
                              capture_output=True, text=True).stdout.strip()
         if pgw:
-            nc_cases["podman-bridge/nc"] = (PODMAN + ["localhost/busybox"], pgw)
+            nc_cases["podman-bridge/nc"] = (PODMAN + ["localhost/busybox"], pgw, rx)
             nc_cases["podman-loopback/nc"] = (PODMAN + ["--network", "host",
-                                                        "localhost/busybox"], "127.0.0.1")
-    for k in nc_cases:
-        out[k] = []
-    for i in range(args.rounds):
-        keys = list(nc_cases) if i % 2 == 0 else list(nc_cases)[::-1]
-        for k in keys:
-            argv, dst = nc_cases[k]
-            before = len(rx.results)
-            timed(argv + ["sh", "-c", f"dd if=/dev/zero bs=1048576 count={args.nc_mb} "
-                                      f"2>/dev/null | nc {dst} {rx.port}"],
-                  env if k.startswith("sampan") else None)
-            for _ in range(100):
-                if len(rx.results) > before:
-                    break
-                time.sleep(0.05)
-            n, dt = rx.results[-1]
-            if n != args.nc_mb << 20:
-                raise RuntimeError(f"{k}: received {n} bytes of {args.nc_mb << 20}")
-            out[k].append(n / dt / 1e6)
+                                                        "localhost/busybox"], "127.0.0.1", rx)
+    bare = BareBridges() if not args.no_bare else None
+    try:
+        if bare is not None:
+            nc_cases.update(bare.cases())
+        for k in ("sampan-bridge/nc", "sampan-mtu1500/nc", "podman-bridge/nc"):
+            if k in nc_cases:
+                r = subprocess.run(nc_cases[k][0] + ["sh", "-c", "cat /sys/class/net/eth0/mtu; "
+                                                     "cat /proc/net/route"],
+                                   env=env, capture_output=True, text=True)
+                lines = r.stdout.split("\n")
+                dflt = [ln.split() for ln in lines[2:] if ln.split()[1:2] == ["00000000"]]
+                print(f"{k.split('/')[0]}: eth0 MTU {lines[0]}, default route MTU "
+                      f"{dflt[0][8] if dflt and dflt[0][8] != '0' else '(the link)'}")
+        for k in nc_cases:
+            out[k] = []
+        for i in range(args.rounds):
+            keys = list(nc_cases)
+            keys = keys[i % len(keys):] + keys[:i % len(keys)]
+            for k in keys:
+                argv, dst, r = nc_cases[k]
+                before = len(r.results)
+                timed(argv + ["sh", "-c", f"dd if=/dev/zero bs=1048576 count={args.nc_mb} "
+                                          f"2>/dev/null | nc {dst} {r.port}"],
+                      env if k.startswith("sampan") else None)
+                for _ in range(100):
+                    if len(r.results) > before:
+                        break
+                    time.sleep(0.05)
+                n, dt = r.results[-1]
+                if n != args.nc_mb << 20:
+                    raise RuntimeError(f"{k}: received {n} bytes of {args.nc_mb << 20}")
+                out[k].append(n / dt / 1e6)
+    finally:
+        if bare is not None:
+            bare.close()
+        subprocess.run(sampan_cli + ["network", "rm", net1500], env=env, capture_output=True)
     print(f"\n== throughput container -> host (httpd: {args.mb} MiB, nc: {args.nc_mb} MiB; "
-          f"x {args.rounds}) ==")
+          f"x {args.rounds}; load now {os.getloadavg()[0]:.1f}) ==")
     ratios = {}
     for k in out:
-        print(f"  {k:22} {statistics.median(out[k]):8.0f} MB/s (median)")
-    for eng in ("sampan", "podman"):
-        for tool in ("httpd", "nc"):
-            b, lo = f"{eng}-bridge/{tool}", f"{eng}-loopback/{tool}"
-            if b in out and lo in out:
-                ratios[f"{eng}/{tool}"] = statistics.median(out[b]) / statistics.median(out[lo])
-                print(f"  ratio bridge/loopback {eng:7} {tool:6}: "
-                      f"{ratios[f'{eng}/{tool}']:.2f}   (goal >= 0.8)")
+        print(f"  {k:24} {statistics.median(out[k]):8.0f} MB/s (median)   "
+              + " ".join(f"{x:.0f}" for x in out[k]))
+    pairs = [(f"sampan/{t}", f"sampan-bridge/{t}", f"sampan-loopback/{t}")
+             for t in ("httpd", "nc")]
+    pairs += [("sampan-mtu1500/nc", "sampan-mtu1500/nc", "sampan-loopback/nc"),
+              ("podman/nc", "podman-bridge/nc", "podman-loopback/nc"),
+              ("bare-bridge1500/nc", "bare-bridge1500/nc", "bare-loopback/nc"),
+              ("bare-bridge65520/nc", "bare-bridge65520/nc", "bare-loopback/nc"),
+              ("bare-loopback1500/nc", "bare-loopback1500/nc", "bare-loopback/nc")]
+    print(f"  {'ratio to loopback':24} {'of medians':>10} {'median of rounds':>17}")
+    for name, b, lo in pairs:
+        if b in out and lo in out:
+            r_med = statistics.median(out[b]) / statistics.median(out[lo])
+            r_rounds = statistics.median(x / y for x, y in zip(out[b], out[lo]))
+            ratios[name] = {"of_medians": r_med, "median_of_rounds": r_rounds}
+            print(f"  {name:24} {r_med:10.2f} {r_rounds:17.2f}")
+    print("  (goal: sampan/* >= 0.8)")
     return {"raw": out, "ratios": ratios}
+
+
+class BareBridges:
+    """Two veth + bridge paths made by hand, no firewall rule anywhere: namespace H holds two
+    bridges (MTU 1500 and 65520) with an address each and a receiver; namespaces C1 and C2
+    each hold a veth plugged into one of them; namespace L has its loopback at MTU 1500 and a
+    receiver of its own. busybox nc runs in them through `ip netns exec`."""
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.ns = {k: f"snb{k}{tag}" for k in ("h", "c1", "c2", "l")}
+        h, c1, c2, lo = (self.ns[k] for k in ("h", "c1", "c2", "l"))
+        cmds = [f"netns add {n}" for n in self.ns.values()]
+        cmds += [f"-n {n} link set lo up" for n in self.ns.values()]
+        cmds += [f"-n {lo} link set lo mtu 1500"]
+        for c, mtu, sub in ((c1, 1500, 1), (c2, 65520, 2)):
+            cmds += [f"-n {h} link add br{sub} mtu {mtu} type bridge",
+                     f"-n {h} addr add 10.0.{sub}.1/24 dev br{sub}",
+                     f"-n {h} link set br{sub} up",
+                     f"-n {c} link add eth0 mtu {mtu} type veth peer name v{sub} mtu {mtu} "
+                     f"netns {h}",
+                     f"-n {h} link set v{sub} master br{sub} up",
+                     f"-n {c} addr add 10.0.{sub}.2/24 dev eth0",
+                     f"-n {c} link set eth0 up"]
+        try:
+            for c in cmds:
+                subprocess.run(["ip", *c.split()], check=True, capture_output=True)
+        except subprocess.CalledProcessError as e:
+            self.close()
+            raise RuntimeError(f"ip {e.cmd}: {e.stderr.decode()}") from None
+        self.rx_h = Receiver(f"/run/netns/{h}")
+        self.rx_l = Receiver(f"/run/netns/{lo}")
+
+    def cases(self) -> dict[str, tuple[list[str], str, Receiver]]:
+        def ex(n: str) -> list[str]:
+            return ["ip", "netns", "exec", self.ns[n], BUSYBOX]
+        return {"bare-bridge1500/nc": (ex("c1"), "10.0.1.1", self.rx_h),
+                "bare-bridge65520/nc": (ex("c2"), "10.0.2.1", self.rx_h),
+                "bare-loopback/nc": (ex("h"), "127.0.0.1", self.rx_h),
+                "bare-loopback1500/nc": (ex("l"), "127.0.0.1", self.rx_l)}
+
+    def close(self) -> None:
+        for r in (getattr(self, "rx_h", None), getattr(self, "rx_l", None)):
+            if r is not None:
+                r.sock.close()
+        for n in self.ns.values():  # their links go with them
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
 def main() -> int:
@@ -304,10 +413,12 @@ def main() -> int:
     ap.add_argument("--nc-mb", type=int, default=64, help="MiB per nc throughput round")
     ap.add_argument("--rounds", type=int, default=5, help="throughput rounds per path")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--no-bare", action="store_true",
+                    help="without the hand-made namespaces (veth + bridge, no firewall)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--mtu", type=int, default=0,
-                    help="sampand --mtu for the default bridge (e.g. 65520; default 1500)")
+                    help="sampand --mtu for the default bridge (default: sampand's choice)")
     ap.add_argument("--json", help="write raw timings here")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -332,7 +443,7 @@ def main() -> int:
                    PYTHONPATH=os.pathsep.join([str(REPO / "python"),
                                                os.environ.get("PYTHONPATH", "")]))
         print(f"machine: {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}, "
-              f"sampan bridge MTU {args.mtu or 1500}")
+              f"sampand --mtu {args.mtu or '(not given)'}")
         if not args.skip_overhead:
             results["overhead"] = overhead(args, d, env)
         if not args.skip_throughput:

@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", "--bridge", help="the default bridge's interface (default sampan0; "
                    "none: no default bridge)")
     p.add_argument("--bip", help="the default bridge's address and prefix, e.g. 172.20.0.1/16")
-    p.add_argument("--mtu", type=int, help="the default bridge's MTU (default 1500)")
+    p.add_argument("--mtu", type=int, help="the default bridge's MTU (default: 65520, with the "
+                   "uplink's MTU on the containers' default route; docs/network.md)")
     p.add_argument("--init", action="store_const", const=True,
                    help="run an init inside containers to forward signals and reap processes")
     p.add_argument("--validate", action="store_true", help="check the configuration and exit")

@@ -40,6 +40,13 @@ from sampan.units import now_rfc3339
 log = logging.getLogger("sampand")
 
 DEFAULT_BRIDGE = "sampan0"
+MTU_OPT = "com.docker.network.driver.mtu"
+# The link MTU of a bridge, and its veths, whose MTU nobody chose: loopback's, less a little
+# (as slirp4netns/pasta use). TCP between a container and the host or another container of the
+# bridge then sends 64 KiB segments instead of 1448-byte ones: a sender of small writes gets
+# several times the throughput (docs/network.md, "MTU and throughput"). What leaves through the
+# gateway keeps the uplink's MTU: the default route inside the container carries it.
+AUTO_LINK_MTU = 65520
 PREDEFINED = ("bridge", "host", "none")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DNS_ADDR = "127.0.0.11"
@@ -125,7 +132,8 @@ class NetworkController:
         self.ns_dir = exec_root / "netns"
         self.bridge_name = bridge or DEFAULT_BRIDGE
         self.bip = bip
-        self.mtu = mtu or 1500
+        self.mtu = mtu  # the default bridge's (--mtu); 0: chosen per network, see _mtus
+        self.net_mtu: dict[str, tuple[int, int]] = {}  # network id -> (link MTU, route MTU)
         self.default_dns = list(dns or [])
         self._fw_choice = firewall
         self._fw_enabled = iptables
@@ -209,8 +217,9 @@ class NetworkController:
                               "com.docker.network.bridge.enable_icc": "true",
                               "com.docker.network.bridge.enable_ip_masquerade": "true",
                               "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
-                              "com.docker.network.bridge.name": self.bridge_name,
-                              "com.docker.network.driver.mtu": str(self.mtu)}
+                              "com.docker.network.bridge.name": self.bridge_name}
+            if self.mtu:
+                net["Options"][MTU_OPT] = str(self.mtu)
         self.networks[net["Id"]] = net
         self._save_net(net)
 
@@ -246,9 +255,12 @@ class NetworkController:
                 taken = self._taken_subnets(exclude=net["Id"])
                 pool = ipam.pick_pool(taken)
                 want = {"Subnet": str(pool), "Gateway": str(next(pool.hosts()))}
-        if opts.get("com.docker.network.driver.mtu") != str(self.mtu) and \
-                not any(self._on_net(net["Id"])):
-            opts["com.docker.network.driver.mtu"] = str(self.mtu)  # --mtu changed
+        want_mtu = str(self.mtu) if self.mtu else None
+        if opts.get(MTU_OPT) != want_mtu and not any(self._on_net(net["Id"])):
+            if want_mtu:  # --mtu changed
+                opts[MTU_OPT] = want_mtu
+            else:
+                opts.pop(MTU_OPT, None)
             self._save_net(net)
         if want and (want != cfg or opts.get("com.docker.network.bridge.name")
                      != self.bridge_name):
@@ -478,9 +490,9 @@ class NetworkController:
         br = self.bridge_of(net)
         cfg = net["IPAM"]["Config"][0]
         gw = ipaddress.IPv4Interface(f"{cfg['Gateway']}/{cfg['Subnet'].split('/')[1]}")
-        mtu = int((net.get("Options") or {}).get("com.docker.network.driver.mtu") or self.mtu)
         nl = self.nl
         idx = nl.link_index(br)
+        mtu, route_mtu = self._mtus(net, idx)
         if not idx:
             try:
                 nl.add_bridge(br, mtu)
@@ -490,11 +502,36 @@ class NetworkController:
             idx = nl.link_index(br)
         nl.add_addr(idx, gw)
         nl.set_link(index=idx, up=True, mtu=mtu)
+        self.net_mtu[net["Id"]] = (mtu, route_mtu)
         fwmod.network_sysctls(br)
         fw = self.fw
         if fw is not None:
             fw.add_network(br, cfg["Subnet"], bool(net.get("Internal")))
         self.realized.add(net["Id"])
+
+    def _mtus(self, net: dict[str, Any], bridge_index: int) -> tuple[int, int]:
+        """(link MTU of the bridge and its veths, MTU of the containers' default route or 0).
+
+        An MTU given (`--mtu`, `-o com.docker.network.driver.mtu`) is the link's, as in docker.
+        Otherwise the link gets AUTO_LINK_MTU and the default route the MTU of the host's own
+        default route (1500 without one): traffic to the host's bridge address and between
+        containers uses large segments, traffic to the outside is sized for the uplink — a
+        host whose uplink is below 1500 (tunnels, some clouds) fares better than with docker's
+        fixed 1500. Two cases keep the bridge's current MTU instead: containers of a previous
+        daemon run still attached (their veths have theirs), and a bridge given to Sampan with
+        ports of its own (a physical NIC: frames above its MTU would be dropped)."""
+        explicit = int((net.get("Options") or {}).get(MTU_OPT) or 0)
+        if explicit:
+            return explicit, 0
+        live = [i for _e, i in self._on_net(net["Id"]) if i.get("mtu")]
+        if live:
+            return int(live[0]["mtu"]), int(live[0].get("route_mtu") or 0)
+        nl = self.nl
+        if bridge_index and any(m == bridge_index and not n.startswith("veth")
+                                for _i, n, m in nl.links()):
+            return nl.link_mtu(bridge_index) or 1500, 0
+        uplink = nl.default_route_mtu() or 1500
+        return AUTO_LINK_MTU, (uplink if uplink < AUTO_LINK_MTU else 0)
 
     def _unrealize(self, net: dict[str, Any]) -> None:
         br = self.bridge_of(net)
@@ -702,8 +739,7 @@ class NetworkController:
                 "mac": ipam.mac_str(ipam.mac_for(ip)), "veth": _veth_name(),
                 "ifname": f"eth{n}", "aliases": list(settings.get("Aliases") or []),
                 "endpoint": _hex(32), "internal": bool(net.get("Internal")),
-                "mtu": int((net.get("Options") or {}).get("com.docker.network.driver.mtu")
-                           or self.mtu)})
+                "mtu": self.net_mtu[net["Id"]][0], "route_mtu": self.net_mtu[net["Id"]][1]})
             if net["Name"] != "bridge":
                 ep["user"] = True
 
@@ -725,7 +761,8 @@ class NetworkController:
                     nl.add_addr(idx, ipaddress.IPv4Interface(f"{i['ip']}/{i['prefix']}"))
                     nl.set_link(index=idx, up=True)
                     if default_gw is None and not i["internal"]:
-                        default_gw = (ipaddress.IPv4Address(i["gateway"]), idx)
+                        default_gw = (ipaddress.IPv4Address(i["gateway"]), idx,
+                                      int(i.get("route_mtu") or 0))
                 if default_gw is not None:
                     nl.add_default_route(*default_gw)
             return _dns_sockets() if want_dns else None
@@ -1126,7 +1163,8 @@ class NetworkController:
                      "mac": ipam.mac_str(ipam.mac_for(ip)),
                      "veth": _veth_name(), "ifname": f"eth{n}",
                      "aliases": list(aliases), "endpoint": _hex(32),
-                     "internal": bool(net.get("Internal")), "mtu": self.mtu}
+                     "internal": bool(net.get("Internal")),
+                     "mtu": self.net_mtu[net["Id"]][0], "route_mtu": self.net_mtu[net["Id"]][1]}
             ep["ifaces"].append(iface)
             self._save_ep(ep)
         from sampan.drivers.network.netlink import Netlink

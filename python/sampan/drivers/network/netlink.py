@@ -29,7 +29,8 @@ IFLA_LINKINFO, IFLA_NET_NS_FD = 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 6, 8, 15
+RTAX_MTU, RTAX_ADVMSS = 2, 8
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
 
@@ -238,10 +239,51 @@ class Netlink:
                 out.append((idx, ipaddress.IPv4Interface((ip, plen))))
         return out
 
-    def add_default_route(self, gateway: ipaddress.IPv4Address, oif: int) -> None:
+    def add_default_route(self, gateway: ipaddress.IPv4Address, oif: int, mtu: int = 0) -> None:
+        """`mtu`: the route's own MTU and advertised MSS (`ip route … mtu N advmss N-40`),
+        below the link's: what leaves through the gateway is sized for the uplink, while the
+        subnet's on-link route keeps the link's MTU."""
         body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
         body += attr(RTA_GATEWAY, gateway.packed) + attr(RTA_OIF, u32(oif))
+        if mtu:
+            body += attr(RTA_METRICS, attr(RTAX_MTU, u32(mtu)) + attr(RTAX_ADVMSS, u32(mtu - 40)))
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL, "adding the default route")
+
+    def link_mtu(self, index: int) -> int:
+        """The MTU of link `index` (0 when absent)."""
+        with self._lock:
+            seq = self._send(RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0))
+            while True:
+                for t, s, payload in _messages(self.sock.recv(65536)):
+                    if s != seq:
+                        continue
+                    if t == NLMSG_ERROR:
+                        return 0
+                    a = parse_attrs(payload[_IFINFO.size:])
+                    return struct.unpack("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0
+
+    def default_route_mtu(self) -> int:
+        """The MTU of this namespace's default route (main table, lowest metric): its own
+        `mtu` metric, else its interface's; 0 without a default route."""
+        best: tuple[int, int, int] | None = None  # (priority, metric mtu, oif)
+        for p in self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+            _fam, dst_len, _sl, _tos, table, _proto, _scope, rtype, _fl = _RTMSG.unpack_from(p)
+            a = parse_attrs(p[_RTMSG.size:])
+            if RTA_TABLE in a:
+                table = struct.unpack("=I", a[RTA_TABLE])[0]
+            if table != 254 or rtype != 1 or dst_len:
+                continue
+            prio = struct.unpack("=I", a[RTA_PRIORITY])[0] if RTA_PRIORITY in a else 0
+            mtu = 0
+            if RTA_METRICS in a:
+                m = parse_attrs(a[RTA_METRICS])
+                mtu = struct.unpack("=I", m[RTAX_MTU])[0] if RTAX_MTU in m else 0
+            oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else 0
+            if (mtu or oif) and (best is None or prio < best[0]):
+                best = (prio, mtu, oif)
+        if best is None:
+            return 0
+        return best[1] or self.link_mtu(best[2])
 
     def routes(self) -> list[ipaddress.IPv4Network]:
         """Destinations of the main table's IPv4 routes (the default route excluded)."""
