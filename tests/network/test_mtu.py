@@ -159,3 +159,33 @@ def test_given_mtu_is_the_links_also_on_connect(nd, other_net):
                                 OUTSIDE: min(uplink_mtu(), AUTO_LINK_MTU)}
     finally:
         nd.sampan("rm", "-f", cid)
+
+
+def test_bridge_with_a_port_of_its_own_keeps_its_mtu(nroot, busybox_archive):
+    """`--bridge` naming a bridge that already has a port which is not one of Sampan's veths
+    (a physical NIC; here a veth named otherwise, this kernel has no dummy links): its MTU
+    stays, the containers' veths get it and no route MTU is set."""
+    from conftest import NetDaemon, cleanup_daemon
+    from daemonlib import mkdir
+
+    d = NetDaemon(mkdir(nroot / uniq("port-")), fake=False)
+    d.bridge, nic = uniq("stp"), uniq("nic")
+    subnet = free_subnet()
+    d.bip = __import__("ipaddress").IPv4Interface(f"{next(subnet.hosts())}/24")
+    try:
+        for c in (f"link add {d.bridge} type bridge",
+                  f"link add {nic} mtu 1480 type veth peer name {nic}p mtu 1480",
+                  f"link set {nic} master {d.bridge}", f"link set {nic} up"):
+            subprocess.run(["ip", *c.split()], check=True)
+        d.start_net()
+        st, _h, body = d.request("POST", "/images/load?quiet=1", busybox_archive,
+                                 {"Content-Type": "application/x-tar"})
+        assert st == 200, body
+        cid = d.sampan("run", "-d", "busybox", "sleep", "60").stdout.strip()
+        assert cid, d.log()[-2000:]
+        out = probe(d, cid, ["eth0"], [str(d.bip.ip), OUTSIDE], [])
+        assert out["links"]["eth0"] == 1480
+        assert out["route"] == {str(d.bip.ip): 1480, OUTSIDE: 1480}
+    finally:
+        cleanup_daemon(d)  # (deletes the bridge)
+        subprocess.run(["ip", "link", "del", nic], capture_output=True)  # (and its peer)
