@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Issue 4's benchmarks, side by side in one run:
 
-1. `run --rm IMAGE true`: `sampan run --rm` (the CLI as a process, as a user runs it) and the
+1. `run --rm IMAGE true`: `sampan run --rm` (the CLI as a process, as a user runs it: the
+   installed native `sampan`, rust/cli; the Python CLI, `python -m sampan.cli`, beside it) and the
    same through the API (create + start + wait + delete with `sampan.client.Client`, what the
    CLI costs without its Python start-up), against `podman run --rm`, each with the default
    network and with `--network none`. The image is the same busybox image for everybody,
    pulled from Debian's docker-registry on 127.0.0.1. Goal: sampan ≤ 0.33 × podman.
-2. `ps` round trip: `sampan ps` against `podman ps` (the docker CLI's `ps` needs dockerd, which
-   this machine does not have: reported as unavailable) with 10 containers running.
+2. `ps` round trip: `sampan ps` (native, and the Python CLI) against `podman ps` (the docker
+   CLI's `ps` needs dockerd, which this machine does not have: reported as unavailable) with 10
+   containers running.
 3. Memory with 10 containers running (`sleep`): sampand's VmRSS, and each monitor's PSS
    (/proc/PID/smaps_rollup; conmon's for podman's containers when podman runs). Goals:
    sampand ≤ 25 MiB, monitor ≤ 3 MiB.
@@ -74,6 +76,22 @@ def summary(xs: list[float]) -> str:
             f"min {xs[0] * 1000:7.1f}")
 
 
+def native_sampan(given: str | None) -> str | None:
+    """The native client a user runs: --sampan, else the `sampan` pip installed beside this
+    interpreter, else a developer's target/release/sampan (None: there is none)."""
+    import sysconfig
+
+    for p in ([given] if given else [Path(sysconfig.get_path("scripts")) / "sampan",
+                                     REPO / "target" / "release" / "sampan"]):
+        try:
+            with open(p, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    return str(p)
+        except OSError:
+            continue
+    return None
+
+
 def api_run(client, ref: str, network: str | None) -> float:
     t = time.perf_counter()
     host = {"AutoRemove": False}
@@ -125,6 +143,8 @@ def main() -> int:
                                                            "and memory (default 10)")
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--json", default=None, help="write the raw timings here")
+    ap.add_argument("--sampan", default=None, help="the native sampan to time (default: the "
+                    "installed one, else target/release/sampan)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -133,7 +153,7 @@ def main() -> int:
     import compileall
 
     import sampan
-    from daemonlib import Daemon, _pythonpath, mkdir, sampan_argv
+    from daemonlib import Daemon, _pythonpath, mkdir
     from registries import REGISTRY_BIN, Image, Registry, Uploader
     from sampan.client import Client
     from sampan.demoimage import layer_tar
@@ -166,12 +186,20 @@ def main() -> int:
         client = Client(d.host, timeout=300)
         for _m in client.pull(f"{reg.host}/bench/busybox", "1"):
             pass
-        env = dict(os.environ, SAMPAN_HOST=d.host, PYTHONPATH=_pythonpath())
-        sampan = sampan_argv()
+        env = dict(os.environ, SAMPAN_HOST=d.host, PYTHONPATH=_pythonpath(),
+                   SAMPAN_PYTHON=sys.executable)
+        pysampan = [sys.executable, "-m", "sampan.cli"]
+        native = native_sampan(args.sampan)
+        if native is None:
+            notes["sampan (CLI)"] = "no native sampan (pip install ./, or cargo build " \
+                                    "--release -p sampan-cli): the Python CLI's rows only"
+        sampan = [native] if native else pysampan
         contenders = {
             "sampan run --rm (CLI)": lambda: timed([*sampan, "run", "--rm", ref, "true"], env),
             "sampan run --rm --network none (CLI)":
                 lambda: timed([*sampan, "run", "--rm", "--network", "none", ref, "true"], env),
+            "sampan run --rm (Python CLI)":
+                lambda: timed([*pysampan, "run", "--rm", ref, "true"], env),
             "sampan API create+start+wait+rm": lambda: api_run(client, ref, None),
             "sampan API, network none": lambda: api_run(client, ref, "none"),
         }
@@ -224,6 +252,7 @@ def main() -> int:
                                              "sleep", "1000"], check=True, capture_output=True,
                                             text=True).stdout.strip())
         ps = {"sampan ps (CLI)": lambda: timed([*sampan, "ps"], env),
+              "sampan ps (Python CLI)": lambda: timed([*pysampan, "ps"], env),
               "sampan GET /containers/json (API)":
                   lambda: (lambda t: (client.get_json("/containers/json"),
                                       time.perf_counter() - t)[1])(time.perf_counter())}
@@ -255,7 +284,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"load average {os.getloadavg()[0]:.1f}; N={args.n}; {args.running} containers running "
-          "for ps and memory")
+          f"for ps and memory; native sampan: {native or 'none'}")
     for name, xs in results.items():
         print(f"{name:42s} {summary(xs)}")
     for name, why in notes.items():
@@ -275,7 +304,9 @@ def main() -> int:
     ratio("sampan run --rm (CLI)", "podman run --rm", RUN_GOAL)
     ratio("sampan run --rm --network none (CLI)", "podman run --rm --network none", RUN_GOAL)
     ratio("sampan API create+start+wait+rm", "podman run --rm", RUN_GOAL)
+    ratio("sampan run --rm (Python CLI)", "podman run --rm", RUN_GOAL)
     ratio("sampan ps (CLI)", "podman ps", PS_GOAL)
+    ratio("sampan ps (Python CLI)", "podman ps", PS_GOAL)
     print(f"sampand VmRSS idle with {args.running} containers (restarted, reattached): "
           f"{rss:.1f} MiB (goal ≤ {RSS_GOAL_MIB}); after the ps loop {rss_after_ps:.1f} MiB")
     if pss:

@@ -1,4 +1,4 @@
-"""Sampan's PEP 517 build backend: maturin's, plus the monitor binary inside the wheel.
+"""Sampan's PEP 517 build backend: maturin's, plus the monitor and the native CLI inside the wheel.
 
 maturin packs one Rust artefact per wheel (PyO3/maturin#368): the extension `sampan._runtime`.
 The per-container monitor is a second one, a static executable, and must ship in the same wheel
@@ -12,6 +12,11 @@ The target is the one maturin builds for: `--target` in MATURIN_PEP517_ARGS, els
 CARGO_BUILD_TARGET, else the host. `scripts/build-wheels` calls `build_monitor`/`add_to_wheel`
 itself for its cross targets; `scripts/build-monitor` is the developer's fast path
 (`python/sampan/libexec/sampan-monitor` rebuilt in place).
+
+The `sampan` command is the native client (rust/cli, docs/cli-native.md), built the same way
+and added as the wheel's data script `sampan-<version>.data/scripts/sampan`: pip puts it, as it
+is and executable, beside the `sampand` console script, whose shebang tells the client which
+interpreter runs the Python CLI it hands other verbs to.
 """
 
 from __future__ import annotations
@@ -78,6 +83,37 @@ def build_monitor(target: str | None = None, *, env: dict[str, str] | None = Non
     if not out.is_file():
         raise RuntimeError(f"cargo built no {out}")
     return out
+
+
+def build_client(target: str | None = None, *, env: dict[str, str] | None = None,
+                 extra: list[str] | None = None) -> Path:
+    """cargo build the native `sampan` (rust/cli) for `target` (default: the host); its path.
+
+    Linked as the target links by default (glibc: dynamically, as the extension is; musl:
+    statically). For the host it builds in cargo's host directory, shared with the extension's
+    dependencies, rather than under the monitor's target directory, whose RUSTFLAGS differ."""
+    env = dict(env or os.environ)
+    host = host_triple(env)
+    target = target or host
+    env.pop("CARGO_BUILD_TARGET", None)
+    cargo = env.get("CARGO", "cargo")
+    cmd = [cargo, "build", "--release", "-p", "sampan-cli",
+           "--manifest-path", str(ROOT / "Cargo.toml"), *(extra or [])]
+    if target != host:
+        cmd += ["--target", target]
+    _say("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    tdir = Path(env.get("CARGO_TARGET_DIR") or ROOT / "target")
+    out = tdir / (target if target != host else "") / "release" / "sampan"
+    if not out.is_file():
+        raise RuntimeError(f"cargo built no {out}")
+    return out
+
+
+def client_arcname(wheel: Path) -> str:
+    """Where a wheel's data script `sampan` goes: `<name>-<version>.data/scripts/sampan`."""
+    name, version = wheel.name.split("-")[:2]
+    return f"{name}-{version}.data/scripts/sampan"
 
 
 def _record_hash(data: bytes) -> str:
@@ -149,7 +185,9 @@ def build_sdist(sdist_directory, config_settings=None):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     name = _maturin().build_wheel(wheel_directory, config_settings, metadata_directory)
-    add_to_wheel(Path(wheel_directory) / name, build_monitor(requested_target()))
+    wheel = Path(wheel_directory) / name
+    add_to_wheel(wheel, build_monitor(requested_target()))
+    add_to_wheel(wheel, build_client(requested_target()), client_arcname(wheel))
     return name
 
 
@@ -157,6 +195,9 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
     # An editable install runs python/sampan from the tree: the monitor goes there.
     name = _maturin().build_editable(wheel_directory, config_settings, metadata_directory)
     install_dev(build_monitor(requested_target()))
+    # the command itself is a script in bin/, installed from the wheel as for a normal install
+    wheel = Path(wheel_directory) / name
+    add_to_wheel(wheel, build_client(requested_target()), client_arcname(wheel))
     return name
 
 
