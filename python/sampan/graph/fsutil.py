@@ -174,6 +174,8 @@ def detach_mounts(path: str | Path) -> int:
     holding files there keeps them until it closes them. Only this mount namespace is seen;
     a copy of the mount in another namespace does not block rmdir (Linux >= 3.18 detaches it
     when its mount point is removed), and an unmount here propagates to slaves and peers."""
+    if os.path.realpath(path) == "/":
+        raise ValueError("refusing to detach every mount")
     done = 0
     for _ in range(100):  # stacked mounts come back one layer at a time
         mps = mounts_under(path)
