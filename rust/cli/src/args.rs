@@ -1,11 +1,14 @@
 //! The command lines served natively, parsed as click parses them for the Python CLI; `None`
 //! for anything else (another verb, flag or form), which then goes to Python untouched.
 
+use crate::lifecycle::{plain_name, Each, Kind};
+
 /// What the native client does.
 #[allow(clippy::large_enum_variant)] // one value per process
 pub enum Verb {
     Ps(Ps),
     Run(Run),
+    Each(Each),
 }
 
 pub struct Call {
@@ -93,6 +96,7 @@ pub fn parse(args: &[String]) -> Option<Call> {
     let verb = match verb {
         "ps" => Verb::Ps(parse_ps(&mut it)?),
         "run" => Verb::Run(parse_run(&mut it)?),
+        "start" | "stop" | "kill" | "rm" => Verb::Each(parse_each(verb, &mut it)?),
         _ => return None,
     };
     Some(Call { host, verb })
@@ -135,6 +139,68 @@ fn parse_ps<'a>(it: &mut impl Iterator<Item = &'a String>) -> Option<Ps> {
         }
     }
     Some(p)
+}
+
+/// start (no flags: -a/-i attach, Python's), stop -t/-s, kill -s, rm -f/-v; options and
+/// names in any order (click's), `--` ends the options.
+fn parse_each<'a>(verb: &str, it: &mut impl Iterator<Item = &'a String>) -> Option<Each> {
+    let mut kind = match verb {
+        "start" => Kind::Start,
+        "stop" => Kind::Stop {
+            timeout: None,
+            signal: None,
+        },
+        "kill" => Kind::Kill {
+            signal: "KILL".into(),
+        },
+        _ => Kind::Rm {
+            force: false,
+            volumes: false,
+        },
+    };
+    let mut names = Vec::new();
+    let mut options = true;
+    while let Some(a) = it.next() {
+        if !options || !a.starts_with('-') || a == "-" {
+            names.push(a.clone());
+            continue;
+        }
+        if a == "--" {
+            options = false;
+            continue;
+        }
+        match &mut kind {
+            Kind::Start => return None,
+            Kind::Stop { timeout, signal } => {
+                if let Some(v) = value(a, &["--time", "--timeout"], Some('t'), it) {
+                    *timeout = Some(int(v?)?);
+                } else {
+                    *signal = Some(value(a, &["--signal"], Some('s'), it)??.to_string());
+                }
+            }
+            Kind::Kill { signal } => {
+                *signal = value(a, &["--signal"], Some('s'), it)??.to_string();
+            }
+            Kind::Rm { force, volumes } => match a.as_str() {
+                "--force" => *force = true,
+                "--volumes" => *volumes = true,
+                s if !s.starts_with("--") => {
+                    for c in s.chars().skip(1) {
+                        match c {
+                            'f' => *force = true,
+                            'v' => *volumes = true,
+                            _ => return None,
+                        }
+                    }
+                }
+                _ => return None,
+            },
+        }
+    }
+    if names.is_empty() || !names.iter().all(|n| plain_name(n)) {
+        return None;
+    }
+    Some(Each { kind, names })
 }
 
 fn parse_run<'a>(it: &mut impl Iterator<Item = &'a String>) -> Option<Run> {
@@ -212,6 +278,26 @@ mod tests {
         assert!(call(&["ps", "-n"]).is_none());
         assert!(call(&["-D", "ps"]).is_none());
         assert!(call(&["images"]).is_none());
+        assert!(call(&["rm"]).is_none());
+        assert!(call(&["rm", "-fx", "a"]).is_none());
+        assert!(call(&["start", "-a", "a"]).is_none());
+        assert!(call(&["stop", "a b"]).is_none());
+        assert!(call(&["stop", "-t", "x", "a"]).is_none());
+        let Some(Call {
+            verb: Verb::Each(e),
+            ..
+        }) = call(&["stop", "a", "-t5", "--", "-b"])
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            e.kind,
+            Kind::Stop {
+                timeout: Some(5),
+                signal: None
+            }
+        ));
+        assert_eq!(e.names, ["a", "-b"]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `sampan`: the hot verbs (`ps`, `run` without a terminal session) spoken natively to the
+//! `sampan`: the hot verbs (`ps`, `run` without a terminal session, `start`/`stop`/`kill`/`rm`) spoken natively to the
 //! daemon's unix socket, so that they do not pay the Python CLI's start-up (80–100 ms of CPU on
 //! a small machine); every other verb, flag or host goes, before any request that changes
 //! anything, to the Python CLI with the same arguments (docs/cli-native.md).
@@ -6,6 +6,7 @@
 mod args;
 mod fallback;
 mod http;
+mod lifecycle;
 mod ps;
 mod run;
 mod text;
@@ -102,6 +103,10 @@ fn main() {
                 run::run_detached(&mut c, &r, &cid, &host);
             }
             run::run_attached(&mut c, &r, &cid, &host);
+        }
+        args::Verb::Each(e) => {
+            trace("native each");
+            lifecycle::run(&mut c, &e, &host);
         }
     }
 }
