@@ -106,7 +106,7 @@ class DaemonConfig:
     live_restore: bool = True
     bridge: str | None = None  # the default bridge's name (dockerd -b)
     bip: str | None = None  # its address and prefix (dockerd --bip)
-    mtu: int = 0  # the default bridge's MTU (dockerd --mtu; 0: 1500)
+    mtu: int = 0  # the default bridge's MTU (dockerd --mtu; 0: per network, docs/network.md)
     extra: dict[str, Any] = field(default_factory=dict)  # accepted keys not used yet
 
     @property
