@@ -322,6 +322,11 @@ def test_connect_running_container(nd, nets, fake_dns):
         assert r.returncode == 0, r.stderr
         ip = inspect(nd, name)["NetworkSettings"]["Networks"][nets["n1"]]["IPAddress"]
         assert ipaddress.IPv4Address(ip) in nets["s1"]
+        # as dockerd: on its first user network it resolves through the embedded DNS
+        r = nd.sampan("exec", name, "sh", "-c",
+                      f"grep nameserver /etc/resolv.conf; ping -c1 -W2 {nets['web']}")
+        assert r.stdout.startswith("nameserver 127.0.0.11\n"), r
+        assert "1 packets received" in r.stdout, r
         r = run(nd, "--network", nets["n1"], *DNS, "busybox", "ping", "-c1", "-W2", name)
         assert "1 packets received" in r.stdout
     finally:

@@ -914,6 +914,10 @@ class NetworkController:
 
     def _write_resolv(self, rec: Any, ifaces: list[dict[str, Any]], host: dict[str, Any],
                       user: bool = False) -> None:
+        atomic_write(rec.dir / "resolv.conf", self._resolv_text(rec, host, user).encode(),
+                     0o644, sync=False)
+
+    def _resolv_text(self, rec: Any, host: dict[str, Any], user: bool) -> str:
         hns, hsearch, hopts = read_resolv()
         servers = list(host.get("Dns") or self.default_dns) or \
             [s for s in hns if not _is_loopback(s)]
@@ -939,7 +943,7 @@ class NetworkController:
                 text += "search " + " ".join(search) + "\n"
             if opts:
                 text += "options " + " ".join(opts) + "\n"
-        atomic_write(rec.dir / "resolv.conf", text.encode(), 0o644, sync=False)
+        return text
 
     # ------------------------------------------------------------------ containers: stop
 
@@ -1191,6 +1195,12 @@ class NetworkController:
             self._save_ep(ep)
             if socks is not None:
                 self.dns.add(rec.id, socks, self)
+            # as dockerd: the first user network brings the embedded DNS into resolv.conf.
+            # Rewritten in place: the running container has this very inode bind-mounted.
+            text = self._resolv_text(rec, rec.doc["HostConfig"], user=True).encode()
+            with open(rec.dir / "resolv.conf", "r+b") as f:
+                f.write(text)
+                f.truncate()
         rec.doc["NetworkSettings"]["Networks"][net["Name"]] = self._settings(net, aliases)
         self._fill_settings(rec, ep)  # (the API route emits "connect")
 
