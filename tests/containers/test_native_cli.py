@@ -407,18 +407,25 @@ def test_lifecycle_same_as_python(native, sd, work):
         return out.replace(b"lc-n", b"lc-p").replace(ids[0], ids[1]).replace(ids[0][:12],
                                                                               ids[1][:12])
     try:
-        for verb in (["kill", "-s", "USR1"], ["start"], ["stop", "-t", "0"], ["kill"],
-                     ["rm", "-f"], ["rm"]):
+        for verb, then in ((["kill", "-s", "USR1"], "exited"), (["start"], "running"),
+                           (["stop", "-t", "0"], "exited"), (["kill"], "exited"),
+                           (["rm", "-f"], None), (["rm"], None)):
             a = run_native(native, sd, *verb, "lc-n", "nc-missing", cwd=work)
             b = run_python(sd, *verb, "lc-p", "nc-missing", cwd=work)
             assert a.returncode == b.returncode == 1, verb
             assert swapped(a.stderr) == b.stderr, verb
             assert b"No such container: nc-missing" in a.stderr
             assert swapped(a.stdout) == b.stdout, verb
-            if verb[0] != "rm":
-                time.sleep(0.5)
-                sa = sd.json("GET", "/containers/lc-n/json")[1]["State"]
-                sb = sd.json("GET", "/containers/lc-p/json")[1]["State"]
+            if then:
+                # the exits the verbs cause are recorded asynchronously
+                deadline = time.monotonic() + 15
+                while True:
+                    sa, sb = (sd.json("GET", f"/containers/{n}/json")[1]["State"]
+                              for n in ("lc-n", "lc-p"))
+                    if sa["Status"] == sb["Status"] == then or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                assert sa["Status"] == then, (verb, sa)
                 assert (sa["Status"], sa["ExitCode"]) == (sb["Status"], sb["ExitCode"]), verb
         assert sd.json("GET", "/containers/lc-n/json")[0] == 404
     finally:
