@@ -57,6 +57,10 @@ CASES = {
                                           "linux": {"namespaces": _namespaces_with_bad_path()}},
                                None, ["/nonexistent/netns"], True),
     "executable-missing": (["/no/such/program"], {}, None, ["/no/such/program"], True),
+    # checked by hand-written code in rust/vendor/oci-spec (upstream used the regex crate);
+    # runc 1.1 predates the field and ignores it.
+    "exec-cpu-affinity-malformed": (["true"], {"process": {"execCPUAffinity": {
+        "initial": "0-1,"}}}, None, ["execCPUAffinity"], False),
 }
 
 
@@ -170,3 +174,22 @@ def test_cli_spec_writes_runcs_config(tmp_path, sampan_cli):
     for doc in (ref, got):
         doc.pop("ociVersion")  # the spec version each runtime was built against
     assert got == ref
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("0", True), ("0-3,7", True), ("12-15,1,2-2", True),
+    ("", False), ("0-", False), ("-1", False), ("0-1,", False), (",0", False), ("1-2-3", False),
+    ("a", False), ("0 ,1", False), ("\u0663", False),  # an Arabic-Indic digit: Go's \d is ASCII
+])
+def test_exec_cpu_affinity_grammar(value, ok):
+    """execCPUAffinity's grammar (N or N-M, comma-separated), for both of its fields."""
+    from sampan import _runtime
+
+    for field in ("initial", "final"):
+        config = json.dumps(runc_spec(args=["true"], process={
+            "execCPUAffinity": {field: value}}))
+        if ok:
+            _runtime.parse_spec(config)
+        else:
+            with pytest.raises(_runtime.ContainerError, match="execCPUAffinity"):
+                _runtime.parse_spec(config)

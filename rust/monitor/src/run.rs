@@ -363,10 +363,9 @@ pub fn exec(args: &[String]) -> i32 {
     let process: Option<oci_spec::runtime::Process> = conf
         .as_ref()
         .and_then(|c| c.get("process"))
-        // Through bytes and from_slice, the reader the runtime parses config.json with:
-        // from_value would compile a second copy of Process's deserializer (issue 6, size).
+        // Through bytes: the runtime's deserializer, not a second copy (ocijson, issue 6).
         .and_then(|p| serde_json::to_vec(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+        .and_then(|b| sampan_runtime::ocijson::process(&b).ok());
     let Some(mut process) = process else {
         return fail(format!("exec-{eid}.json: missing or invalid process"));
     };

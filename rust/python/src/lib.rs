@@ -7,16 +7,13 @@ use std::sync::RwLock;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use sampan_runtime::{container, overlay, state, Container, CreateOptions, ExecOptions};
+use sampan_runtime::{container, ocijson, overlay, state, Container, CreateOptions, ExecOptions};
 
 create_exception!(_runtime, ContainerError, PyException);
 
 fn err(e: sampan_runtime::Error) -> PyErr {
     ContainerError::new_err(e.to_string())
 }
-
-// JSON is parsed with `serde_json::from_slice`, as the runtime crate does: `from_str` would
-// compile a second copy of every OCI type's deserializer into the extension (issue 6, size).
 
 fn root_or_default(root: Option<PathBuf>) -> PathBuf {
     root.unwrap_or_else(|| PathBuf::from(state::DEFAULT_ROOT))
@@ -161,9 +158,8 @@ impl PyContainer {
 
     /// Applies an OCI `linux.resources` object (JSON) to the running container's cgroup.
     fn update(&self, py: Python<'_>, resources_json: String) -> PyResult<()> {
-        let res: oci_spec::runtime::LinuxResources =
-            serde_json::from_slice(resources_json.as_bytes())
-                .map_err(|e| ContainerError::new_err(format!("update: invalid resources: {e}")))?;
+        let res = ocijson::resources(resources_json.as_bytes())
+            .map_err(|e| ContainerError::new_err(format!("update: invalid resources: {e}")))?;
         self.with_ref(py, |c| c.update(&res))
     }
 
@@ -197,9 +193,8 @@ impl PyContainer {
         pid_file: Option<PathBuf>,
         preserve_fds: i32,
     ) -> PyResult<(i32, Option<i32>)> {
-        let process: oci_spec::runtime::Process =
-            serde_json::from_slice(process_json.as_bytes())
-                .map_err(|e| ContainerError::new_err(format!("exec: invalid process: {e}")))?;
+        let process = ocijson::process(process_json.as_bytes())
+            .map_err(|e| ContainerError::new_err(format!("exec: invalid process: {e}")))?;
         let opts = ExecOptions {
             console_socket,
             pid_file,
@@ -313,8 +308,9 @@ fn seccomp_program<'py>(
         None => seccomp::Arch::native(),
     };
     let spec: oci_spec::runtime::LinuxSeccomp = match profile_json {
-        Some(j) => serde_json::from_slice(j.as_bytes())
-            .map_err(|e| invalid("seccomp: invalid profile", e))?,
+        Some(j) => {
+            ocijson::seccomp(j.as_bytes()).map_err(|e| invalid("seccomp: invalid profile", e))?
+        }
         None => seccomp::default_profile_for(&capabilities, native),
     };
     let prog = seccomp::compile_for(&spec, native).map_err(err)?;
@@ -343,7 +339,7 @@ fn seccomp_default_profile(caps: Vec<String>) -> PyResult<String> {
 #[pyfunction]
 fn parse_spec(config_json: String) -> PyResult<String> {
     use sampan_runtime::{caps, plan};
-    let spec: oci_spec::runtime::Spec = serde_json::from_slice(config_json.as_bytes())
+    let spec = ocijson::spec(config_json.as_bytes())
         .map_err(|e| invalid("config: invalid config.json", e))?;
     let ns = plan::namespaces(&spec).map_err(err)?;
     let process = spec
@@ -409,9 +405,8 @@ fn cgroup_values(
     resources_json: String,
 ) -> PyResult<std::collections::BTreeMap<String, String>> {
     use sampan_runtime::cgroups::{Cgroup, Host};
-    let mut res: oci_spec::runtime::LinuxResources =
-        serde_json::from_slice(resources_json.as_bytes())
-            .map_err(|e| invalid("cgroup: invalid linux.resources", e))?;
+    let mut res = ocijson::resources(resources_json.as_bytes())
+        .map_err(|e| invalid("cgroup: invalid linux.resources", e))?;
     res.set_devices(None);
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let root = std::env::temp_dir().join(format!(

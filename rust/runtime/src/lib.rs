@@ -8,6 +8,7 @@ pub mod error;
 mod hooks;
 mod init;
 pub mod mountopts;
+pub mod ocijson;
 pub mod overlay;
 pub mod plan;
 #[cfg(test)]
