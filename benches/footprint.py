@@ -3,10 +3,11 @@
 required dependencies, and sampand's idle memory — against what Docker takes.
 
 For every wheel in dist/ (``scripts/build-wheels`` writes them; ``--build`` makes a fresh one
-for this machine with ``maturin build --release`` first), the wheel is installed with pip into
-an empty ``--target`` directory together with its REQUIRED dependencies only (no extras), for
-that wheel's platform (``pip --platform … --only-binary=:all:``, CPython 3.11 as on OpenWrt
-23.05/24.10), and the directory is measured three ways:
+for this machine first, as ``pip install .`` would: maturin plus the monitor), the wheel is
+installed with pip into an empty ``--target`` directory together with its REQUIRED
+dependencies only (no extras), for that wheel's platform (``pip --platform …
+--only-binary=:all:``, CPython 3.11 as on OpenWrt 23.05/24.10), and the directory is measured
+three ways:
 
 - ``py``: as pip leaves it with ``--no-compile`` (sources only);
 - ``py+pyc``: pip's default, sources plus ``__pycache__``;
@@ -68,6 +69,16 @@ def tree_bytes(root: Path) -> int:
 def wheel_platforms(wheel: Path) -> list[str]:
     m = PLATFORM_RE.search(wheel.name)
     return m.group(1).split(".") if m else []
+
+
+def wheel_label(wheel: Path) -> str:
+    """The wheel's last platform tag, and its build tag when it has one (the two MIPS wheels
+    share musllinux_1_2_mips; the little-endian one is build tag 1mipsel)."""
+    plat = wheel_platforms(wheel)
+    if not plat:
+        return wheel.name
+    parts = wheel.name[:-4].split("-")
+    return plat[-1] + (f" ({parts[2]})" if len(parts) == 6 else "")
 
 
 def so_size(wheel: Path) -> int:
@@ -155,9 +166,12 @@ def measure(wheel: Path, tmp: Path, native: bool) -> dict:
 
 
 def build_host_wheel(out: Path) -> Path:
-    subprocess.run(["maturin", "build", "--release", "--quiet", "--out", str(out)], cwd=REPO,
-                   check=True)
-    return max(out.glob("*.whl"), key=lambda p: p.stat().st_mtime)
+    """The wheel `pip install .` makes here: through the project's PEP 517 backend, which adds
+    the monitor (a bare `maturin build` leaves it out: libexec/ is git-ignored)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--disable-pip-version-check", "--wheel-dir",
+                    str(out), str(REPO)], check=True)
+    return max(out.glob("sampan-*.whl"), key=lambda p: p.stat().st_mtime)
 
 
 def idle_rss(starts: int) -> list[int]:
@@ -219,7 +233,7 @@ def main() -> int:
             m["wheel"] = w.stat().st_size
             m["native"] = so_size(w)
             result["wheels"][w.name] = m
-            target = "-".join(wheel_platforms(w)[-1:]) or w.name
+            target = wheel_label(w)
             print(f"{target:44s} {mb(m['wheel'])} {mb(m['native'])} {mb(m['py'])} "
                   f"{mb(m['py+pyc'])} {mb(m['pyc'])}")
         if result["wheels"]:

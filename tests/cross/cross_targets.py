@@ -35,6 +35,9 @@ class WheelTarget:
     # RLIMIT_NOFILE / RLIMIT_NPROC / RLIMIT_AS: MIPS numbers them differently.
     rlimits: tuple[int, int, int]
     debian_arch: str | None = None  # glibc: whose Debian CPython imports it
+    # PEP 427 build tag: both MIPS byte orders get the tag pip computes there (`uname -m` says
+    # mips on either), the little-endian wheel's file name is told apart by this.
+    build_tag: str = ""
 
     @property
     def glibc(self) -> bool:
@@ -64,8 +67,9 @@ TARGETS = [
                 "qemu-arm-static", "SCMP_ARCH_ARM", "armv7l", "arm", GENERIC_RLIMITS),
     WheelTarget("mips-musl", "musllinux_1_2_mips", EM_MIPS, 32, "big", "musl", "soft",
                 "qemu-mips-static", "SCMP_ARCH_MIPS", "mips", "mips", MIPS_RLIMITS),
-    WheelTarget("mipsel-musl", "musllinux_1_2_mipsel", EM_MIPS, 32, "little", "musl", "soft",
-                "qemu-mipsel-static", "SCMP_ARCH_MIPSEL", "mips", "mips", MIPS_RLIMITS),
+    WheelTarget("mipsel-musl", "musllinux_1_2_mips", EM_MIPS, 32, "little", "musl", "soft",
+                "qemu-mipsel-static", "SCMP_ARCH_MIPSEL", "mips", "mips", MIPS_RLIMITS,
+                build_tag="1mipsel"),
 ]
 
 BY_NAME = {t.name: t for t in TARGETS}

@@ -34,10 +34,21 @@ def dist_dir() -> Path:
     return Path(os.environ.get("SAMPAN_CROSS_DIST", REPO / "dist"))
 
 
+def wheel_name_parts(name: str) -> tuple[str, str, str, str, str, str]:
+    """(distribution, version, build tag or "", python, abi, platforms) of a wheel file name
+    (PEP 427: a build tag starts with a digit)."""
+    parts = name[:-4].split("-")
+    if len(parts) == 5:
+        parts.insert(2, "")
+    dist, version, build, py, abi, plat = parts
+    return dist, version, build, py, abi, plat
+
+
 def wheel_for(t: WheelTarget) -> Path | None:
-    want = set(t.platform.split("."))
+    want = (t.build_tag, set(t.platform.split(".")))
     for w in sorted(dist_dir().glob("sampan-*.whl")):
-        if set(w.name[:-4].split("-", 4)[4].split(".")) == want:
+        _, _, build, _, _, plat = wheel_name_parts(w.name)
+        if (build, set(plat.split("."))) == want:
             return w
     return None
 
@@ -110,6 +121,19 @@ def make_bundle(base: Path) -> Path:
     (bundle / "rootfs").mkdir(parents=True)
     write_config(bundle, runc_spec(args=["/bin/true"]))
     return bundle
+
+
+def run_emulated(t: WheelTarget, args: list[str]) -> subprocess.CompletedProcess:
+    """The target's CPython under qemu-user with `args` (skips when it is not prepared)."""
+    root = interpreter_root(t)
+    if root is None:
+        pytest.skip(f"no interpreter for {t.name} in {cache_dir()}/roots: "
+                    f"run scripts/cross/prepare {t.name}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))}
+    if str(root) != "/":
+        env["QEMU_LD_PREFIX"] = str(root)
+    return subprocess.run([require_qemu(t), str(root / DEBIAN_PYTHON), *args], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def run_smoke(t: WheelTarget | None, site: Path, work: Path, *, emulate: bool,

@@ -11,12 +11,13 @@ target is held to what the reference build computes, byte order aside.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
 import pytest
-from cross_targets import AUDIT_ARCH, CLONE3
-from crosslib import dist_dir, wheel_for
+from cross_targets import AUDIT_ARCH, BY_NAME, CLONE3
+from crosslib import dist_dir, run_emulated, wheel_for
 
 BPF_LD_W_ABS = 0x20
 BPF_JEQ_K = 0x15
@@ -68,12 +69,42 @@ def test_pip_on_that_system_accepts_the_wheels_tag(target, report):
         pytest.skip("pip's packaging module is not importable here")
     accepted = set(ok_list(rep["pip_platforms"]))
     tags = set(target.platform.split("."))
-    if target.name == "mipsel-musl" and not tags & accepted:
-        pytest.xfail(
-            "uname -m says 'mips' on little-endian MIPS too, so pip computes "
-            f"{sorted(accepted)}; the wheel keeps musllinux_1_2_mipsel so it cannot be "
-            "mistaken for the big-endian one (see docs/cross.md)")
     assert tags & accepted, (sorted(tags), sorted(accepted))
+
+
+# The two wheels that carry the same platform tag (pip computes musllinux_1_2_mips on both).
+OTHER_BYTE_ORDER = {"mips-musl": "mipsel-musl", "mipsel-musl": "mips-musl"}
+TRY_IMPORT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+try:
+    import sampan._runtime
+    print(json.dumps({"imported": sampan._runtime.__file__}))
+except ImportError as e:
+    print(json.dumps({"ImportError": str(e), "name": e.name}))
+"""
+
+
+def test_the_other_byte_orders_wheel_is_refused_by_name(target, unpacked):
+    """pip cannot tell the MIPS wheels apart, so the other byte order's may get installed:
+    importing its extension must raise an ImportError that says so and names the wheel to
+    install, not the loader's bare "Exec format error" (nor crash)."""
+    other = OTHER_BYTE_ORDER.get(target.name)
+    if other is None:
+        pytest.skip("only the MIPS wheels share a platform tag")
+    if wheel_for(BY_NAME[other]) is None:
+        pytest.skip(f"no {other} wheel in {dist_dir()}: run scripts/build-wheels {other}")
+    r = run_emulated(target, ["-I", "-c", TRY_IMPORT, str(unpacked(BY_NAME[other]))])
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    built = "big" if target.endian == "little" else "little"
+    version = wheel_for(target).name.split("-")[1]
+    build = f"-{target.build_tag}" if target.build_tag else ""
+    assert got.get("name") == "sampan._runtime", got
+    msg = got["ImportError"]
+    assert f"built for {built}-endian MIPS" in msg, msg
+    assert f"this mips machine is {target.endian}-endian" in msg, msg
+    assert msg.endswith(f"install sampan-{version}{build}-cp39-abi3-musllinux_1_2_mips.whl"), msg
 
 
 def ok_list(section):

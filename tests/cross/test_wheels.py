@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 from cross_targets import GLIBC_MAX, MANYLINUX_LIBS, TARGETS, WheelTarget
-from crosslib import dist_dir, wheel_for
+from crosslib import dist_dir, wheel_for, wheel_name_parts
 from elfinfo import (
     EF_ARM_ABI_FLOAT_HARD,
     EF_ARM_ABI_FLOAT_SOFT,
@@ -43,15 +43,17 @@ def target(request):
 
 def test_file_name_and_wheel_metadata_agree(target):
     z = _wheel(target)
-    name = z.filename.rsplit("/", 1)[-1][:-4]
-    dist, version, py, abi, plat = name.split("-", 4)
+    dist, version, build, py, abi, plat = wheel_name_parts(z.filename.rsplit("/", 1)[-1])
     assert (dist, py, abi) == ("sampan", "cp39", "abi3")
     assert set(plat.split(".")) == set(target.platform.split("."))
+    assert build == target.build_tag
     info = next(n for n in z.namelist() if n.endswith(".dist-info/WHEEL"))
     assert info == f"sampan-{version}.dist-info/WHEEL"
     lines = z.read(info).decode().splitlines()
     tags = {ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Tag:")}
     assert tags == {f"cp39-abi3-{p}" for p in plat.split(".")}
+    builds = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Build:")]
+    assert builds == ([build] if build else [])
     assert "Root-Is-Purelib: false" in lines
 
 

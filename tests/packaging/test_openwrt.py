@@ -236,6 +236,9 @@ def test_makefile_covers_every_router_wheel():
     wheels = (REPO / "scripts" / "build-wheels").read_text()
     musl = set(re.findall(r'"(musllinux_1_2_\w+)"', wheels))
     assert musl and musl == set(plats.values())
+    # the build tags that tell wheels of one platform tag apart (mips/mipsel)
+    builds = dict(re.findall(r"^SAMPAN_WHEEL_BUILD_(\w+):=(\S+)-$", mk, re.M))
+    assert set(re.findall(r'"(\d\w+)"\),', wheels)) == set(builds.values()) == {"1mipsel"}
     # every file the Makefile installs is in the tree
     for name in re.findall(r"\./files/([\w.]+)", mk):
         assert (PKG / "files" / name).is_file(), name
