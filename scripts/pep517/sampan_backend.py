@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -59,6 +60,21 @@ def requested_target() -> str | None:
     return os.environ.get("CARGO_BUILD_TARGET") or None
 
 
+def _ensure_member(crate: str) -> None:
+    """Make `rust/<crate>` a member of the workspace again where maturin's sdist dropped it
+    (its Cargo.toml keeps only the extension's crates; `cargo build -p` then knows no
+    sampan-monitor). Only an unpacked sdist is rewritten; the source tree lists them."""
+    manifest = ROOT / "Cargo.toml"
+    text = manifest.read_text()
+    m = re.search(r"^members\s*=\s*\[(.*?)\]", text, re.M | re.S)
+    if m is None or f'"rust/{crate}"' in m.group(1):
+        return
+    members = m.group(1).rstrip().rstrip(",")
+    members = f'{members}, "rust/{crate}"' if members.strip() else f'"rust/{crate}"'
+    _say(f"adding rust/{crate} to the workspace members of {manifest}")
+    manifest.write_text(text[:m.start(1)] + members + text[m.end(1):])
+
+
 def build_monitor(target: str | None = None, *, env: dict[str, str] | None = None,
                   extra: list[str] | None = None) -> Path:
     """cargo build the static monitor for `target` (default: the host); returns its path.
@@ -68,6 +84,7 @@ def build_monitor(target: str | None = None, *, env: dict[str, str] | None = Non
     never on build scripts or proc macros, hence the explicit --target)."""
     env = dict(env or os.environ)
     target = target or host_triple(env)
+    _ensure_member("monitor")
     key = "CARGO_TARGET_" + target.upper().replace("-", "_").replace(".", "_") + "_RUSTFLAGS"
     # Not position independent either: a static PIE relocates its read-only data at start,
     # which dirties those pages in every monitor instead of sharing them.
@@ -93,6 +110,7 @@ def build_client(target: str | None = None, *, env: dict[str, str] | None = None
     statically). For the host it builds in cargo's host directory, shared with the extension's
     dependencies, rather than under the monitor's target directory, whose RUSTFLAGS differ."""
     env = dict(env or os.environ)
+    _ensure_member("cli")
     host = host_triple(env)
     target = target or host
     env.pop("CARGO_BUILD_TARGET", None)
