@@ -184,6 +184,20 @@ def test_ps_table_same_as_python(native, sd, work, tmp_path, some_containers, ar
     assert len(canned.seen) == 2 and canned.seen[0] == canned.seen[1]
 
 
+@pytest.mark.parametrize("form", [["-H", "{h}"], ["--host={h}"], ["-H{h}"], ["--host", "{p}"]])
+def test_host_flag_wins_over_the_environment(native, sd, work, tmp_path, form):
+    canned = _Canned(tmp_path / "canned.sock", 200, b"[]")
+    flags = [f.format(h=f"unix://{canned.path}", p=canned.path) for f in form]
+    try:
+        a = run_native(native, sd, *flags, "ps", "-q", cwd=work, env={"SAMPAN_CLI_TRACE": "1"})
+        b = run_python(sd, *flags, "ps", "-q", cwd=work)
+    finally:
+        canned.close()
+    assert a.stderr == TRACE_NATIVE.encode() + b" ps\n"
+    assert (a.returncode, a.stdout) == (b.returncode, b.stdout) == (0, b"")
+    assert len(canned.seen) == 2 and canned.seen[0] == canned.seen[1]
+
+
 def test_ps_shows_the_states(native, sd, work, some_containers):
     out = run_native(native, sd, "ps", "-a", "--no-trunc", cwd=work).stdout.decode()
     for cid in some_containers:
