@@ -142,6 +142,32 @@ def packages(root: Path) -> dict[str, int]:
     return out
 
 
+def parts(root: Path) -> dict[str, int]:
+    """Bytes per kind of file: where an install's size goes."""
+    out: dict[str, int] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath, f)
+            if p.is_symlink():
+                continue
+            rel = p.relative_to(root).as_posix()
+            top = rel.split("/", 1)[0]
+            if top.endswith(".dist-info"):
+                kind = "dist-info (metadata, RECORD, SBOM)"
+            elif top == "bin":
+                kind = "bin/ (native sampan client, sampand launcher)"
+            elif rel.endswith(".so"):
+                kind = "sampan: extension _runtime.abi3.so"
+            elif rel.endswith("/libexec/sampan-monitor"):
+                kind = "sampan: static monitor"
+            elif top == "sampan":
+                kind = "sampan: " + ("bytecode (.pyc)" if f.endswith(".pyc") else "sources")
+            else:
+                kind = f"{top}: " + ("bytecode (.pyc)" if f.endswith(".pyc") else "sources")
+            out[kind] = out.get(kind, 0) + p.lstat().st_size
+    return out
+
+
 def measure(wheel: Path, tmp: Path, native: bool) -> dict:
     dest = tmp / ("site-" + wheel.stem)
     install(wheel, dest, native)
@@ -152,6 +178,7 @@ def measure(wheel: Path, tmp: Path, native: bool) -> dict:
     shutil.copytree(dest, both, symlinks=True)
     compileall.compile_dir(str(both), quiet=2, workers=1)
     py_pyc = tree_bytes(both)
+    kinds = parts(both)
     shutil.rmtree(both)
     # OpenWrt: legacy .pyc beside each source, sources removed
     only = tmp / "only"
@@ -162,7 +189,7 @@ def measure(wheel: Path, tmp: Path, native: bool) -> dict:
     pyc = tree_bytes(only)
     shutil.rmtree(only)
     shutil.rmtree(dest)
-    return {"py": py, "py+pyc": py_pyc, "pyc": pyc, "packages": per}
+    return {"py": py, "py+pyc": py_pyc, "pyc": pyc, "packages": per, "parts": kinds}
 
 
 def build_host_wheel(out: Path) -> Path:
@@ -241,6 +268,10 @@ def main() -> int:
             print(f"\nper distribution, {name} (py, MB):")
             for dist, n in sorted(first["packages"].items(), key=lambda x: -x[1]):
                 print(f"  {dist:28s} {mb(n)}")
+            for name, m in result["wheels"].items():
+                print(f"\nwhere the bytes go, {name} (py+pyc, pip's default, MB):")
+                for kind, n in sorted(m["parts"].items(), key=lambda x: -x[1]):
+                    print(f"  {kind:48s} {mb(n)}")
             worst = max(max(m["py"], m["pyc"]) for m in result["wheels"].values())
             worst_all = max(m["py+pyc"] for m in result["wheels"].values())
             print(f"\ngoal: ≤ {GOAL_MB:.0f} MB installed with the required dependencies "
