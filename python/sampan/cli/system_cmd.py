@@ -200,8 +200,11 @@ def write_output(chunks: Iterable[bytes], output: str | None) -> None:
 
 def goarch() -> str:
     m = platform.machine()
+    if m in ("mips", "mips64") and sys.byteorder == "little":
+        m += "el"  # uname -m says mips on little-endian MIPS too; Go calls it mipsle
     return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386",
-            "armv7l": "arm", "armv6l": "arm", "mipsel": "mipsle"}.get(m, m)
+            "armv7l": "arm", "armv6l": "arm", "mipsel": "mipsle",
+            "mips64el": "mips64le"}.get(m, m)
 
 
 def _client_version() -> dict[str, Any]:

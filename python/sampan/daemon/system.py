@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,13 +19,16 @@ from sampan.daemon.server import HTTPError, Request, Response, json_response
 GOARCH = {
     "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
     "i386": "386", "i686": "386", "armv7l": "arm", "armv6l": "arm", "armv5tel": "arm",
-    "mips": "mips", "mipsel": "mipsle", "mips64": "mips64", "ppc64le": "ppc64le",
+    "mips": "mips", "mipsel": "mipsle", "mips64": "mips64", "mips64el": "mips64le",
+    "ppc64le": "ppc64le",
     "s390x": "s390x", "riscv64": "riscv64",
 }
 
 
 def goarch() -> str:
     m = platform.machine()
+    if m in ("mips", "mips64") and sys.byteorder == "little":
+        m += "el"  # uname -m says mips on little-endian MIPS too; Go calls it mipsle
     return GOARCH.get(m, m)
 
 
