@@ -5,6 +5,7 @@ kill -9 in the middle of an unpack."""
 from __future__ import annotations
 
 import bz2
+import gc
 import io
 import lzma
 import os
@@ -332,9 +333,11 @@ def test_many_and_deep_directories_no_fd_leak(graph):
         members += [ib.Dir(f"x{i}", mtime=1_600_000_000 + i), ib.File(f"x{i}/f", str(i))]
     members += [ib.Hardlink("x0/deep-link", f"{deep}/bottom"),
                 ib.Dir("x5"), ib.Hardlink("x5", "x7/f")]       # a hardlink replaces a dir
+    data = ib.tar_bytes(members)
+    gc.collect()  # an earlier test's garbage must not close its fds in the middle
     fds = len(os.listdir("/proc/self/fd"))
-    info = graph.apply_layer(None, io.BytesIO(ib.tar_bytes(members)), None)
-    assert len(os.listdir("/proc/self/fd")) == fds
+    info = graph.apply_layer(None, io.BytesIO(data), None)
+    assert len(os.listdir("/proc/self/fd")) <= fds  # none left open (a leak only adds)
     fs = layer_fs(graph, info)
     assert (fs / deep / "bottom").read_text() == "deep"
     assert os.stat(fs / "x0/deep-link").st_ino == os.stat(fs / deep / "bottom").st_ino
