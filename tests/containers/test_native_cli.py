@@ -172,12 +172,7 @@ def test_ps_table_same_as_python(native, sd, work, tmp_path, some_containers, ar
     the same request."""
     rows = _frozen(sd.json("GET", "/containers/json?all=1")[1])
     canned = _Canned(tmp_path / "canned.sock", 200, json.dumps(rows).encode())
-    host = f"unix://{canned.path}"
-    try:
-        a = run_native(native, sd, *args, host=host, cwd=work, env={"SAMPAN_CLI_TRACE": "1"})
-        b = run_python(sd, *args, host=host, cwd=work)
-    finally:
-        canned.close()
+    a, b = canned.both(native, sd, args, work)
     assert a.stderr.decode() == TRACE_NATIVE + " ps\n"
     assert (a.returncode, a.stdout) == (b.returncode, b.stdout) and b.stderr == b""
     assert a.stdout.startswith(b"CONTAINER ID   ") and b"3 days ago" in a.stdout
@@ -339,6 +334,17 @@ class _Canned:
     def close(self) -> None:
         self.srv.close()
 
+    def both(self, native, sd, args, cwd):
+        """The native CLI (traced) then the Python one, each given `args` against this
+        socket; closed afterwards."""
+        host = f"unix://{self.path}"
+        try:
+            a = run_native(native, sd, *args, host=host, cwd=cwd, env={"SAMPAN_CLI_TRACE": "1"})
+            b = run_python(sd, *args, host=host, cwd=cwd)
+        finally:
+            self.close()
+        return a, b
+
 
 @pytest.mark.parametrize("args", [
     ["busybox"],
@@ -395,12 +401,7 @@ def test_signals_are_proxied(native, sd, work):
 ])
 def test_lifecycle_requests_are_identical(native, sd, work, tmp_path, args):
     rec = _Canned(tmp_path / "rec.sock", 204, b"")
-    host = f"unix://{rec.path}"
-    try:
-        a = run_native(native, sd, *args, host=host, cwd=work, env={"SAMPAN_CLI_TRACE": "1"})
-        b = run_python(sd, *args, host=host, cwd=work)
-    finally:
-        rec.close()
+    a, b = rec.both(native, sd, args, work)
     assert a.stderr == b"sampan-cli: native each\n"
     assert (a.returncode, a.stdout, b.stderr) == (b.returncode, b.stdout, b"")
     assert a.returncode == 0
