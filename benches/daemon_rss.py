@@ -36,6 +36,15 @@ for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python")
     sys.path.insert(0, str(p))
 
 GOAL_MIB = 25
+
+
+def compile_tree() -> None:
+    """Bytecode for this tree, as an installed sampan has it: without it each start compiles
+    the sources in memory, ~4 MiB more resident (PYTHONDONTWRITEBYTECODE keeps it from being
+    written by the daemon itself)."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "python" / "sampan"), quiet=1)
 DOCKER_MIB = 111
 STAGES = ("idle after start", "after `images`", "after a pull", "after a second pull")
 
@@ -94,6 +103,7 @@ def main() -> int:
     ap.add_argument("--tmpdir", default=None)
     ap.add_argument("--json", default=None, help="write the raw samples here")
     args = ap.parse_args()
+    compile_tree()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 2

@@ -203,10 +203,12 @@ def build_host_wheel(out: Path) -> Path:
 
 def idle_rss(starts: int) -> list[int]:
     # this tree's sampand, not an installed copy (daemonlib runs the sampan it imports)
-    for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python"):
+    for p in (REPO / "tests" / "images", REPO / "tests" / "daemon", REPO / "python", HERE):
         sys.path.insert(0, str(p))
+    from daemon_rss import compile_tree
     from daemonlib import Daemon
 
+    compile_tree()
     out = []
     for _ in range(starts):
         root = Path(tempfile.mkdtemp(prefix="sampan-fp-"))
