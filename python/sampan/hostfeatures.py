@@ -117,3 +117,23 @@ def warnings(features: dict[str, bool] | None = None) -> list[str]:
     if not seccomp_supported():
         out.append(NO_SECCOMP_WARNING)
     return out
+
+
+# Go's GOARCH for `uname -m`, as docker's version and info report Arch
+_GOARCH = {
+    "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+    "i386": "386", "i686": "386", "armv7l": "arm", "armv6l": "arm", "armv5tel": "arm",
+    "mips": "mips", "mipsel": "mipsle", "mips64": "mips64", "mips64el": "mips64le",
+    "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
+}
+
+
+def goarch() -> str:
+    """This machine's architecture in Go's words (the daemon's and the CLI's `version`)."""
+    import platform
+    import sys
+
+    m = platform.machine()
+    if m in ("mips", "mips64") and sys.byteorder == "little":
+        m += "el"  # uname -m says mips on little-endian MIPS too; Go calls it mipsle
+    return _GOARCH.get(m, m)

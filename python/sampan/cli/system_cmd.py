@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sampan import __version__
+from sampan import __version__, hostfeatures
 from sampan.cli import format as fmt
 from sampan.client import (
     API_VERSION,
@@ -198,20 +198,12 @@ def write_output(chunks: Iterable[bytes], output: str | None) -> None:
 # --------------------------------------------------------------------------- version
 
 
-def goarch() -> str:
-    m = platform.machine()
-    if m in ("mips", "mips64") and sys.byteorder == "little":
-        m += "el"  # uname -m says mips on little-endian MIPS too; Go calls it mipsle
-    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386",
-            "armv7l": "arm", "armv6l": "arm", "mipsel": "mipsle",
-            "mips64el": "mips64le"}.get(m, m)
-
-
 def _client_version() -> dict[str, Any]:
     return {
         "Platform": {"Name": "Sampan"}, "Version": __version__, "ApiVersion": API_VERSION,
         "DefaultAPIVersion": API_VERSION, "GitCommit": "",
-        "GoVersion": "python" + platform.python_version(), "Os": "linux", "Arch": goarch(),
+        "GoVersion": "python" + platform.python_version(), "Os": "linux",
+        "Arch": hostfeatures.goarch(),
         "BuildTime": "", "Context": "default",
     }
 

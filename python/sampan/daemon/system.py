@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,21 +14,6 @@ from sampan import __version__, hostfeatures
 from sampan.daemon.engine import Engine, blocking, normalize_auth, python_version
 from sampan.daemon.router import API_VERSION, MIN_API_VERSION, Router
 from sampan.daemon.server import HTTPError, Request, Response, json_response
-
-GOARCH = {
-    "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-    "i386": "386", "i686": "386", "armv7l": "arm", "armv6l": "arm", "armv5tel": "arm",
-    "mips": "mips", "mipsel": "mipsle", "mips64": "mips64", "mips64el": "mips64le",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x", "riscv64": "riscv64",
-}
-
-
-def goarch() -> str:
-    m = platform.machine()
-    if m in ("mips", "mips64") and sys.byteorder == "little":
-        m += "el"  # uname -m says mips on little-endian MIPS too; Go calls it mipsle
-    return GOARCH.get(m, m)
 
 
 def _read(path: str, default: str = "") -> str:
@@ -95,8 +79,9 @@ async def ping(req: Request, eng: Engine) -> Response:
 
 def version_info() -> dict[str, Any]:
     uname = os.uname()
+    arch = hostfeatures.goarch()
     details = {
-        "ApiVersion": API_VERSION, "Arch": goarch(), "BuildTime": "", "Experimental": "false",
+        "ApiVersion": API_VERSION, "Arch": arch, "BuildTime": "", "Experimental": "false",
         "GitCommit": "", "GoVersion": python_version(), "KernelVersion": uname.release,
         "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
     }
@@ -104,7 +89,7 @@ def version_info() -> dict[str, Any]:
         "Platform": {"Name": "Sampan Engine"},
         "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
         "Version": __version__, "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "", "GoVersion": python_version(), "Os": "linux", "Arch": goarch(),
+        "GitCommit": "", "GoVersion": python_version(), "Os": "linux", "Arch": arch,
         "KernelVersion": uname.release, "BuildTime": "",
     }
 
