@@ -554,11 +554,10 @@ def remove_container_dir(cdir: Path) -> None:
     it (its rootfs, when the graph lost track of it) is detached first: a plain rmtree would
     delete through the mount, and rmdir of the mount point would fail anyway. Failures are
     logged, not raised: the directory, without its record, goes at the next daemon start."""
-    from sampan.graph.fsutil import detach_mounts, rmtree
+    from sampan.graph.fsutil import remove_detached
 
     try:
-        detach_mounts(cdir)
-        rmtree(cdir)
+        remove_detached(cdir)
     except OSError as e:
         import logging
 

@@ -139,8 +139,9 @@ def remove_unfinished_create(c: Any, cdir: Path) -> None:
     record. Nothing ever ran from it (a start needs the record), so whatever is mounted under
     it (its rootfs overlay) is the create's own and is detached first, deepest first; the
     removal then never crosses a mount, so it cannot delete an image layer's content."""
+    from sampan.containers.store import remove_container_dir
     from sampan.containers.volumejournal import release_leftover
-    from sampan.graph.fsutil import detach_mounts, rmtree
+    from sampan.graph.fsutil import detach_mounts
 
     log.info("removing the remains of an unfinished create: %s", cdir.name[:12])
     try:
@@ -152,7 +153,4 @@ def remove_unfinished_create(c: Any, cdir: Path) -> None:
     except Exception:  # noqa: BLE001 - none: the create died before graph.prepare
         pass
     release_leftover(cdir, c.store.root.parent)
-    try:
-        rmtree(cdir)
-    except OSError as e:  # left for the next start; every request still works
-        log.warning("container %s: removing %s: %s", cdir.name[:12], cdir, e)
+    remove_container_dir(cdir)  # a failure is logged; left for the next start

@@ -123,14 +123,13 @@ class OverlayDriver(StorageDriver):
 
     def release(self, container_dir, remove=False):
         from sampan import _runtime
-        from sampan.graph.fsutil import detach_mounts, rmtree
+        from sampan.graph.fsutil import remove_detached
 
         merged = Path(container_dir) / "merged"
         while _mounted(merged):
             _runtime.unmount(str(merged))
         if remove:
-            detach_mounts(container_dir)  # rmtree refuses to cross a mount
-            rmtree(container_dir)
+            remove_detached(container_dir)
 
     def data(self, layers):
         if not layers:
@@ -205,7 +204,7 @@ def overlay_unsupported(root: Path) -> tuple[str | None, list]:
     # A daemon killed while this is mounted leaves it: Graph recovery detaches and removes
     # every .probe-* at the next open.
     probe = Path(root) / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    from sampan.graph.fsutil import detach_mounts, rmtree
+    from sampan.graph.fsutil import remove_detached
 
     try:
         lower, upper, work, merged = (probe / "l", probe / "u", probe / "w", probe / "m")
@@ -240,8 +239,7 @@ def overlay_unsupported(root: Path) -> tuple[str | None, list]:
     except OSError as exc:
         return f"cannot test overlay under {root}: {exc}", []
     finally:
-        detach_mounts(probe)
-        rmtree(probe)
+        remove_detached(probe)
 
 
 def select_driver(root: Path, requested: str | None = None,

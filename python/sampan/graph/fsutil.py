@@ -190,6 +190,14 @@ def detach_mounts(path: str | Path) -> int:
     raise OSError(errno.EBUSY, f"mounts under {path} keep coming back", os.fspath(path))
 
 
+def remove_detached(path: str | Path) -> int:
+    """Remove `path` recursively once whatever is mounted at or below it (what a crash or a
+    lost record left) is detached: never deleting through a mount. How many were detached."""
+    n = detach_mounts(path)
+    rmtree(path)
+    return n
+
+
 def _copy_xattrs(src: str, dst: str, follow: bool) -> None:
     try:
         names = os.listxattr(src, follow_symlinks=follow)

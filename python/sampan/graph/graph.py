@@ -32,7 +32,7 @@ from sampan.errors import Conflict, ImageNotFound, InvalidArgument, NotFound, Sa
 
 from . import filters as flt
 from .content import ContentStore, check_digest, fsync_dir
-from .fsutil import detach_mounts, rmtree, syncfs
+from .fsutil import remove_detached, rmtree, syncfs
 from .metadata import Database
 from .unpack import check_media_type, decompressed, unpack_stream
 
@@ -171,10 +171,9 @@ class Graph:
                 # a daemon killed during the overlay probe of its graph open left the probe's
                 # overlay mounted on .probe-*/m: rmdir of it is EBUSY (every later open, so
                 # every create, failed with a 500)
-                if detach_mounts(entry.path):
+                if remove_detached(entry.path):
                     logging.getLogger("sampan.graph").warning(
                         "detached the mounts a crash left under %s", entry.path)
-                rmtree(entry.path)
         with self.db.tx() as c:
             c.execute("DELETE FROM lease_resources WHERE lease IN "
                       "(SELECT name FROM leases WHERE temporary=1)")
@@ -187,8 +186,7 @@ class Graph:
             self._refresh_refcounts(c)
         for entry in os.scandir(self.snapshots):
             if not entry.name.startswith(".") and entry.name not in known:
-                detach_mounts(entry.path)
-                rmtree(entry.path)
+                remove_detached(entry.path)
         # Ingests nothing can resume: one whose blob got committed (killed between the rename
         # and the removal of its directory), one without a ref, and the private ones of a load
         # or ingest() that died. Partial downloads (ref = their digest) stay for the next pull.
